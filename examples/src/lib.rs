@@ -1,0 +1,1 @@
+//! The bundled example daemon's building blocks and host-application examples.

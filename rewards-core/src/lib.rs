@@ -1,0 +1,31 @@
+//! `rewards-core`: the vocabulary every other crate of the rewards engine speaks.
+//!
+//! It owns the domain types (ids, [`Money`], [`Points`], [`Transaction`],
+//! member profiles and views, [`Outcome`]), the points ledger rules (lots,
+//! expiry, reversals, idempotency), the storage traits that the adapters in
+//! `rewards-store` implement, an in-memory store (the embedded default) and
+//! the limits that bound every input.
+//!
+//! It does no I/O of its own (the in-memory store's optional event-log file
+//! is the one exception, and lives behind a trait) and depends on no other
+//! workspace crate.
+
+pub mod ids;
+pub mod limits;
+pub mod member;
+pub mod money;
+pub mod outcome;
+pub mod points;
+pub mod transaction;
+pub mod window;
+
+pub use ids::{MemberId, TxId};
+pub use member::{MemberProfile, MemberView};
+pub use money::{Currency, Money};
+pub use outcome::{
+    BudgetClaim, Component, ComponentKind, CounterDelta, ExplainLine, ExplainTrace, LotTerms,
+    Outcome, RulesetStamp, TierChange,
+};
+pub use points::Points;
+pub use transaction::{AttrValue, DecodeError, LineItem, Presence, Transaction, TxKind};
+pub use window::{CounterKey, Window, WindowKey};

@@ -1,0 +1,2 @@
+//! `rewards-dsl`: the `.rwd` rule language — grammar, syntax tree, checker,
+//! diagnostics, formatter, compiler to an immutable `Plan`, evaluator.

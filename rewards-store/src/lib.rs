@@ -1,0 +1,2 @@
+//! `rewards-store`: PostgreSQL (source of truth) and Redis (write-through
+//! cache) adapters implementing the storage traits of `rewards-core`.
