@@ -10,6 +10,7 @@
 //! is the one exception, and lives behind a trait) and depends on no other
 //! workspace crate.
 
+pub mod evaluate;
 pub mod ids;
 pub mod limits;
 pub mod member;
@@ -19,6 +20,7 @@ pub mod points;
 pub mod transaction;
 pub mod window;
 
+pub use evaluate::{EvalFailure, Evaluator};
 pub use ids::{MemberId, TxId};
 pub use member::{MemberProfile, MemberView};
 pub use money::{Currency, Money};
