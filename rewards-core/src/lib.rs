@@ -10,16 +10,20 @@
 //! is the one exception, and lives behind a trait) and depends on no other
 //! workspace crate.
 
+pub mod error;
 pub mod evaluate;
 pub mod ids;
+pub mod ledger;
 pub mod limits;
 pub mod member;
 pub mod money;
 pub mod outcome;
 pub mod points;
+pub mod store;
 pub mod transaction;
 pub mod window;
 
+pub use error::{Error, ErrorKind};
 pub use evaluate::{EvalFailure, Evaluator};
 pub use ids::{MemberId, TxId};
 pub use member::{MemberProfile, MemberView};
@@ -29,5 +33,6 @@ pub use outcome::{
     Outcome, RulesetStamp, TierChange,
 };
 pub use points::Points;
+pub use store::{BalanceCache, LedgerStore};
 pub use transaction::{AttrValue, DecodeError, LineItem, Presence, Transaction, TxKind};
 pub use window::{CounterKey, Window, WindowKey};
