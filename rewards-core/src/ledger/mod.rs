@@ -28,9 +28,13 @@
 //!    increments, budget deltas, the inbox row with its [`Receipt`], the new
 //!    member row and the audit event. `expected_version` lets a store with
 //!    concurrent writers make the member-row update conditional.
-//! 5. Write the entry and commit. The in-memory store folds the entry into
-//!    its maps with [`fold`]-style code of its own, and appends it to its
-//!    event log, from which it rebuilds the same state at start.
+//! 5. Write the entry and commit. The in-memory store appends the entry to
+//!    its event log and folds it into its maps; at start it rebuilds the
+//!    same state by folding the logged entries again (event sourcing).
+//!
+//! [`check_member`] is the pure reconciliation of one member (stored
+//! balances against the sum of the postings and against the lots), and
+//! [`member_view`] builds the view evaluation sees.
 //!
 //! # Postings and balances
 //!
@@ -153,9 +157,11 @@
 //! Refused requests are not stored (a re-drive is evaluated afresh).
 //! Sweeps are idempotent because they only touch lots and records still due.
 
+mod apply;
 mod entry;
 mod model;
 
+pub use apply::{apply, check_member, fold_balances_from_lots, member_view};
 pub use entry::{
     check_inbox, BudgetDelta, Command, LedgerConfig, LedgerEntry, LotNeed, MemberState, Needs,
     RecordNeed,

@@ -54,18 +54,20 @@ impl Balances {
 }
 
 /// A posting's deterministic id: the first 128 bits of SHA-256 over
-/// (source id, rule id, sequence). The same input always gives the same id,
+/// (source id, posting kind, rule id, sequence). The same input always gives the same id,
 /// so a store can make it a primary key and a replay can never post twice.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub struct PostingId(pub [u8; 16]);
 
 impl PostingId {
-    /// Derives the id of the `seq`-th posting that `rule` makes for `source`.
-    pub fn derive(source: &str, rule: &str, seq: u32) -> PostingId {
+    /// Derives the id of the `seq`-th posting of `kind` that `rule` makes
+    /// for `source` (the kind keeps an earn and a later void of the same
+    /// authorization and rule apart).
+    pub fn derive(source: &str, kind: PostingKind, rule: &str, seq: u32) -> PostingId {
         let mut hash = Sha256::new();
         // Length prefixes keep ("ab","c") and ("a","bc") apart.
-        for part in [source.as_bytes(), rule.as_bytes()] {
+        for part in [source.as_bytes(), kind.as_str().as_bytes(), rule.as_bytes()] {
             hash.update((part.len() as u64).to_be_bytes());
             hash.update(part);
         }
@@ -133,11 +135,27 @@ pub enum PostingKind {
     Adjust,
 }
 
+impl PostingKind {
+    /// The wire name (`"earn"`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PostingKind::Earn => "earn",
+            PostingKind::Release => "release",
+            PostingKind::Settle => "settle",
+            PostingKind::Void => "void",
+            PostingKind::Clawback => "clawback",
+            PostingKind::Redeem => "redeem",
+            PostingKind::Expire => "expire",
+            PostingKind::Adjust => "adjust",
+        }
+    }
+}
+
 /// One append-only ledger line. The member's balances are the sum of the
 /// `delta`s of their postings.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Posting {
-    /// Deterministic id from (`source`, `rule`, `rule_seq`).
+    /// Deterministic id from (`source`, `kind`, `rule`, `rule_seq`).
     pub id: PostingId,
     /// The member.
     pub member: MemberId,
