@@ -1,0 +1,1 @@
+//! Kafka: the consumer-group source, the dead-letter topic producer and topic administration.

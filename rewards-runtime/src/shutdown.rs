@@ -1,0 +1,63 @@
+//! Shutdown signalling, after mini-redis: a future decides when to stop; the
+//! signal fans out to every task that must stop taking input.
+
+use tokio::sync::watch;
+
+/// Fires the shutdown (dropping it does not).
+#[derive(Debug)]
+pub struct ShutdownTrigger {
+    tx: watch::Sender<bool>,
+}
+
+/// Observes the shutdown; cheap to clone, one per task.
+#[derive(Debug, Clone)]
+pub struct ShutdownSignal {
+    rx: watch::Receiver<bool>,
+    /// Keeps the sender of a never-firing signal alive.
+    _never: Option<std::sync::Arc<watch::Sender<bool>>>,
+}
+
+/// A connected trigger and signal.
+pub fn shutdown_channel() -> (ShutdownTrigger, ShutdownSignal) {
+    let (tx, rx) = watch::channel(false);
+    (ShutdownTrigger { tx }, ShutdownSignal { rx, _never: None })
+}
+
+impl ShutdownTrigger {
+    /// Fires the shutdown; idempotent.
+    pub fn trigger(&self) {
+        self.tx.send_replace(true);
+    }
+
+    /// A new signal connected to this trigger.
+    pub fn signal(&self) -> ShutdownSignal {
+        ShutdownSignal {
+            rx: self.tx.subscribe(),
+            _never: None,
+        }
+    }
+}
+
+impl ShutdownSignal {
+    /// A signal that never fires.
+    pub fn never() -> ShutdownSignal {
+        let (tx, rx) = watch::channel(false);
+        ShutdownSignal {
+            rx,
+            _never: Some(std::sync::Arc::new(tx)),
+        }
+    }
+
+    /// True once the shutdown fired.
+    pub fn is_triggered(&self) -> bool {
+        *self.rx.borrow()
+    }
+
+    /// Completes when the shutdown fires (at once if it already has; never
+    /// if the trigger is dropped without firing).
+    pub async fn wait(&mut self) {
+        if self.rx.wait_for(|stop| *stop).await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
+}
