@@ -10,12 +10,15 @@
 //! is the one exception, and lives behind a trait) and depends on no other
 //! workspace crate.
 
+#[cfg(feature = "conformance")]
+pub mod conformance;
 pub mod error;
 pub mod evaluate;
 pub mod ids;
 pub mod ledger;
 pub mod limits;
 pub mod member;
+pub mod memory;
 pub mod money;
 pub mod outcome;
 pub mod points;

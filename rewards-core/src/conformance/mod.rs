@@ -1,0 +1,1255 @@
+//! The store conformance suite (feature `conformance`): async checks that
+//! every [`LedgerStore`] and [`BalanceCache`] must pass, so the in-memory
+//! store, PostgreSQL and Redis implement the same semantics. Each check
+//! panics with a message naming what differs (it is test code).
+//!
+//! # Running them on a shared database
+//!
+//! Every check makes its own ids ([`fixtures::Scope`]), so the checks can
+//! run again and in parallel on a database shared with other tests — with
+//! one rule: the store-wide sweeps (`expire_due`, `release_pending`,
+//! `expire_authorizations`, `apply_scheduled_tiers`) touch every member, so
+//! the **sweep checks** (named `sweep_check_*`) must not run in parallel
+//! with each other. They date their data in their own years (2031–2035) and
+//! sweep only up to 2036; the other checks date theirs in 2090 and later
+//! with no expiry, so no sweep can touch them. [`run_all`] runs everything
+//! in a safe order.
+
+pub mod fixtures;
+
+use chrono::Duration;
+use std::sync::Arc;
+
+use crate::error::ErrorKind;
+use crate::ids::MemberId;
+use crate::ledger::{
+    Adjustment, Balances, EntryKind, PostingKind, Redemption, TierEvent, TierReview,
+};
+use crate::member::MemberProfile;
+use crate::outcome::{LotTerms, TierChange};
+use crate::points::Points;
+use crate::store::{BalanceCache, CachePut, CachedMember, LedgerStore};
+use crate::transaction::{AttrValue, TxKind};
+use fixtures::*;
+
+fn bal(available: i64, pending: i64) -> Balances {
+    Balances {
+        available: Points(available),
+        pending: Points(pending),
+    }
+}
+
+async fn balances(store: &dyn LedgerStore, member: &MemberId) -> Balances {
+    store.balance(member).await.expect("balance").balances
+}
+
+async fn version(store: &dyn LedgerStore, member: &MemberId) -> u64 {
+    store.balance(member).await.expect("balance").version
+}
+
+fn expect_kind<T: std::fmt::Debug>(result: crate::error::Result<T>, kind: ErrorKind, what: &str) {
+    match result {
+        Err(e) if e.kind() == kind => {}
+        other => panic!("{what}: expected a {kind:?} error, got {other:?}"),
+    }
+}
+
+/// Conservation for one member: the stored balances equal the sum of the
+/// postings and the replay of the audit trail; posting and audit sequences
+/// run from 1 without gaps; every posting's before/after chain holds.
+pub async fn assert_conserved(store: &dyn LedgerStore, member: &MemberId) {
+    let stored = store.balance(member).await.expect("balance");
+    let mut postings = Vec::new();
+    let mut after = 0;
+    loop {
+        let page = store.history(member, after, 100).await.expect("history");
+        let Some(last) = page.last() else { break };
+        after = last.seq;
+        postings.extend(page);
+    }
+    let mut running = Balances::ZERO;
+    for (i, p) in postings.iter().enumerate() {
+        assert_eq!(p.seq, i as u64 + 1, "{member}: posting sequence has a gap");
+        assert_eq!(p.before, running, "{member}: posting {} before", p.seq);
+        running = running.checked_add(p.delta).expect("no overflow");
+        assert_eq!(p.after, running, "{member}: posting {} after", p.seq);
+        assert!(!p.delta.is_zero(), "{member}: an empty posting");
+    }
+    assert_eq!(
+        running, stored.balances,
+        "{member}: balance != sum of postings"
+    );
+    let mut events = Vec::new();
+    let mut after = 0;
+    loop {
+        let page = store.audit(member, after, 100).await.expect("audit");
+        let Some(last) = page.last() else { break };
+        after = last.seq;
+        events.extend(page);
+    }
+    let mut replay = Balances::ZERO;
+    for (i, e) in events.iter().enumerate() {
+        assert_eq!(e.seq, i as u64 + 1, "{member}: audit sequence has a gap");
+        replay = replay.checked_add(e.delta).expect("no overflow");
+        assert_eq!(
+            replay, e.balances,
+            "{member}: audit event {} balances",
+            e.seq
+        );
+    }
+    assert_eq!(
+        replay, stored.balances,
+        "{member}: balance != replay of the audit trail"
+    );
+    assert_eq!(
+        events.len() as u64,
+        stored.version,
+        "{member}: version != audit events"
+    );
+    let ids: usize = events.iter().map(|e| e.postings.len()).sum();
+    assert_eq!(
+        ids,
+        postings.len(),
+        "{member}: audit events name every posting once"
+    );
+}
+
+/// A purchase earns one posting per component, stamped with the ruleset,
+/// with deterministic ids; the member and an empty profile are created.
+pub async fn check_earn(store: &dyn LedgerStore) {
+    let s = Scope::new("earn");
+    let m = s.member("m");
+    let t0 = year(2090);
+    expect_kind(
+        store.balance(&m).await,
+        ErrorKind::NotFound,
+        "balance of a new member",
+    );
+    expect_kind(
+        store.profile(&m).await,
+        ErrorKind::NotFound,
+        "profile of a new member",
+    );
+    let view = store
+        .member_view(&m, &[])
+        .await
+        .expect("view of a new member");
+    assert_eq!(view.balance, Points::ZERO);
+    let p = purchase(&s.id("p1"), &m, "26.40", t0);
+    let receipt = store
+        .append(&p, &outcome(&p, &[("base", 26), ("dining", 52)]))
+        .await
+        .expect("append");
+    assert!(!receipt.duplicate);
+    assert_eq!(receipt.kind, EntryKind::Purchase);
+    assert_eq!(receipt.delta, bal(78, 0));
+    assert_eq!(receipt.balances, bal(78, 0));
+    assert_eq!(receipt.version, 1);
+    assert_eq!(
+        receipt.awards,
+        vec![
+            (Arc::from("base"), Points(26)),
+            (Arc::from("dining"), Points(52))
+        ]
+    );
+    assert_eq!(balances(store, &m).await, bal(78, 0));
+    let history = store.history(&m, 0, 10).await.expect("history");
+    assert_eq!(history.len(), 2);
+    assert_eq!(history[0].kind, PostingKind::Earn);
+    assert_eq!(history[0].ruleset, Some(stamp()));
+    assert_eq!(history[1].rule.as_ref(), "dining");
+    assert_eq!(
+        history[0].id,
+        crate::ledger::PostingId::derive(p.id.as_str(), PostingKind::Earn, "base", 0)
+    );
+    assert_eq!(history[1].before, bal(26, 0));
+    let profile = store.profile(&m).await.expect("profile created");
+    assert!(profile.attributes.is_empty());
+    let recent = store.recent(&m, 5).await.expect("recent");
+    assert_eq!(recent.len(), 1);
+    assert_eq!(recent[0].id, p.id);
+    let mut attrs = std::collections::BTreeMap::new();
+    attrs.insert("enrolled".to_string(), AttrValue::Text("2024-03-01".into()));
+    store
+        .put_profile(&MemberProfile {
+            member: m.clone(),
+            attributes: attrs,
+        })
+        .await
+        .expect("put profile");
+    let view = store.member_view(&m, &[]).await.expect("view");
+    assert_eq!(view.balance, Points(78));
+    assert_eq!(
+        view.enrolled.map(|d| d.to_string()).as_deref(),
+        Some("2024-03-01")
+    );
+    assert_conserved(store, &m).await;
+}
+
+/// The same id twice is one posting; with other content a conflict; in a
+/// batch, per-item results.
+pub async fn check_idempotency(store: &dyn LedgerStore) {
+    let s = Scope::new("idem");
+    let m = s.member("m");
+    let t0 = year(2090);
+    let p = purchase(&s.id("p1"), &m, "10.00", t0);
+    let o = outcome(&p, &[("base", 10)]);
+    let first = store.append(&p, &o).await.expect("first");
+    let again = store.append(&p, &o).await.expect("duplicate");
+    assert!(again.duplicate, "a repeat must be reported as a duplicate");
+    assert_eq!(again.balances, first.balances);
+    assert_eq!(again.version, first.version);
+    assert_eq!(balances(store, &m).await, bal(10, 0));
+    assert_eq!(version(store, &m).await, 1);
+    let mut other = p.clone();
+    other.amount.amount = dec("11.00");
+    expect_kind(
+        store
+            .append(&other, &outcome(&other, &[("base", 11)]))
+            .await,
+        ErrorKind::Conflict,
+        "same id, other content",
+    );
+    assert_eq!(balances(store, &m).await, bal(10, 0));
+    // A batch: new, duplicate of an earlier item, unknown original, new.
+    let p2 = purchase(&s.id("p2"), &m, "5.00", t0);
+    let bad = referring(TxKind::Refund, &s.id("r-x"), &m, "1.00", t0, &s.id("nope"));
+    let p3 = purchase(&s.id("p3"), &m, "7.00", t0);
+    let items = vec![
+        (p2.clone(), outcome(&p2, &[("base", 5)])),
+        (p2.clone(), outcome(&p2, &[("base", 5)])),
+        (bad.clone(), outcome(&bad, &[])),
+        (p3.clone(), outcome(&p3, &[("base", 7)])),
+    ];
+    let results = store.append_batch(&items).await.expect("batch");
+    assert_eq!(results.len(), 4);
+    assert!(matches!(&results[0], Ok(r) if !r.duplicate));
+    assert!(matches!(&results[1], Ok(r) if r.duplicate));
+    assert!(matches!(&results[2], Err(e) if e.kind() == ErrorKind::InvalidReference));
+    assert!(matches!(&results[3], Ok(r) if !r.duplicate));
+    assert_eq!(balances(store, &m).await, bal(22, 0));
+    // A redemption and an adjustment are idempotent by their own ids.
+    let r = Redemption {
+        id: s.id("red"),
+        member: m.clone(),
+        points: Points(2),
+        time: t0,
+        reference: Some("coffee".into()),
+    };
+    store.redeem(&r).await.expect("redeem");
+    assert!(store.redeem(&r).await.expect("again").duplicate);
+    let mut r2 = r.clone();
+    r2.points = Points(3);
+    expect_kind(
+        store.redeem(&r2).await,
+        ErrorKind::Conflict,
+        "redemption id reused",
+    );
+    let a = Adjustment {
+        id: s.id("adj"),
+        member: m.clone(),
+        points: Points(4),
+        reason: "goodwill".into(),
+        actor: "agent".into(),
+        time: t0,
+        expires_at: None,
+    };
+    store.adjust(&a).await.expect("adjust");
+    assert!(store.adjust(&a).await.expect("again").duplicate);
+    assert_eq!(balances(store, &m).await, bal(24, 0));
+    assert_conserved(store, &m).await;
+}
+
+/// Redemption: more than available is refused and changes nothing;
+/// exactly the balance leaves zero.
+pub async fn check_redemption(store: &dyn LedgerStore) {
+    let s = Scope::new("redeem");
+    let m = s.member("m");
+    let t0 = year(2090);
+    let p = purchase(&s.id("p1"), &m, "100.00", t0);
+    store
+        .append(&p, &outcome(&p, &[("base", 100)]))
+        .await
+        .expect("append");
+    let v = version(store, &m).await;
+    let too_much = Redemption {
+        id: s.id("r1"),
+        member: m.clone(),
+        points: Points(101),
+        time: days(t0, 1),
+        reference: None,
+    };
+    expect_kind(
+        store.redeem(&too_much).await,
+        ErrorKind::InsufficientBalance,
+        "overdraw",
+    );
+    assert_eq!(
+        version(store, &m).await,
+        v,
+        "a refused redemption changes nothing"
+    );
+    let zero = Redemption {
+        points: Points(0),
+        id: s.id("r0"),
+        ..too_much.clone()
+    };
+    expect_kind(
+        store.redeem(&zero).await,
+        ErrorKind::Invalid,
+        "zero redemption",
+    );
+    let exact = Redemption {
+        points: Points(100),
+        id: s.id("r2"),
+        ..too_much.clone()
+    };
+    let receipt = store.redeem(&exact).await.expect("exact balance");
+    assert_eq!(receipt.balances, bal(0, 0));
+    assert_eq!(receipt.kind, EntryKind::Redemption);
+    let one = Redemption {
+        points: Points(1),
+        id: s.id("r3"),
+        ..too_much
+    };
+    expect_kind(
+        store.redeem(&one).await,
+        ErrorKind::InsufficientBalance,
+        "empty balance",
+    );
+    assert_conserved(store, &m).await;
+}
+
+/// Partial refunds claw back cumulatively, rounded down on the running
+/// total: never more than the original earned, and exactly all of it at
+/// the end; a refund beyond the amount claws nothing more.
+pub async fn check_partial_refunds(store: &dyn LedgerStore) {
+    let s = Scope::new("partial");
+    let m = s.member("m");
+    let t0 = year(2090);
+    let p = purchase(&s.id("p"), &m, "100.00", t0);
+    store
+        .append(&p, &outcome(&p, &[("base", 100), ("bonus", 7)]))
+        .await
+        .expect("append");
+    let mut clawed = Vec::new();
+    for (i, amount) in ["33.33", "33.33", "33.33", "0.01", "5.00"]
+        .iter()
+        .enumerate()
+    {
+        let r = referring(
+            TxKind::Refund,
+            &s.id(&format!("r{i}")),
+            &m,
+            amount,
+            days(t0, 1),
+            &p.id,
+        );
+        let receipt = store.append(&r, &outcome(&r, &[])).await.expect("refund");
+        let awards: Vec<i64> = receipt.awards.iter().map(|(_, p)| p.get()).collect();
+        clawed.push(awards);
+    }
+    assert_eq!(
+        clawed,
+        vec![
+            vec![-33, -2],
+            vec![-33, -2],
+            vec![-33, -2],
+            vec![-1, -1],
+            vec![0, 0]
+        ],
+        "cumulative proportional clawback, rounded down on the running total"
+    );
+    assert_eq!(balances(store, &m).await, bal(0, 0));
+    assert_conserved(store, &m).await;
+}
+
+/// Refund after the points were spent: the balance goes negative (a debt
+/// the next earnings repay first).
+pub async fn check_refund_after_redemption(store: &dyn LedgerStore) {
+    let s = Scope::new("spent");
+    let m = s.member("m");
+    let t0 = year(2090);
+    let p = purchase(&s.id("p"), &m, "100.00", t0);
+    store
+        .append(&p, &outcome(&p, &[("base", 100)]))
+        .await
+        .expect("append");
+    let r = Redemption {
+        id: s.id("red"),
+        member: m.clone(),
+        points: Points(80),
+        time: days(t0, 1),
+        reference: None,
+    };
+    store.redeem(&r).await.expect("redeem");
+    let refund = referring(TxKind::Refund, &s.id("r"), &m, "100.00", days(t0, 2), &p.id);
+    let receipt = store
+        .append(&refund, &outcome(&refund, &[]))
+        .await
+        .expect("refund");
+    assert_eq!(
+        receipt.delta,
+        bal(-100, 0),
+        "the whole award is clawed back"
+    );
+    assert_eq!(balances(store, &m).await, bal(-80, 0), "the member owes 80");
+    let again = referring(
+        TxKind::Refund,
+        &s.id("r2"),
+        &m,
+        "100.00",
+        days(t0, 2),
+        &p.id,
+    );
+    let receipt = store
+        .append(&again, &outcome(&again, &[]))
+        .await
+        .expect("over-refund");
+    assert_eq!(receipt.delta, bal(0, 0), "never twice");
+    let p2 = purchase(&s.id("p2"), &m, "50.00", days(t0, 3));
+    store
+        .append(&p2, &outcome(&p2, &[("base", 50)]))
+        .await
+        .expect("append");
+    assert_eq!(balances(store, &m).await, bal(-30, 0));
+    let one = Redemption {
+        id: s.id("red2"),
+        points: Points(1),
+        ..r
+    };
+    expect_kind(
+        store.redeem(&one).await,
+        ErrorKind::InsufficientBalance,
+        "in debt",
+    );
+    let p3 = purchase(&s.id("p3"), &m, "40.00", days(t0, 3));
+    store
+        .append(&p3, &outcome(&p3, &[("base", 40)]))
+        .await
+        .expect("append");
+    assert_eq!(balances(store, &m).await, bal(10, 0));
+    store
+        .redeem(&Redemption {
+            id: s.id("red3"),
+            points: Points(10),
+            ..one
+        })
+        .await
+        .expect("the repaid lot keeps only the rest");
+    assert_conserved(store, &m).await;
+}
+
+/// Refused references change nothing: unknown original, refund of a
+/// refund, chargeback of a refund, another member's purchase, another currency.
+pub async fn check_invalid_references(store: &dyn LedgerStore) {
+    let s = Scope::new("refs");
+    let m = s.member("m");
+    let other = s.member("o");
+    let t0 = year(2090);
+    let p = purchase(&s.id("p"), &m, "20.00", t0);
+    store
+        .append(&p, &outcome(&p, &[("base", 20)]))
+        .await
+        .expect("append");
+    let r = referring(TxKind::Refund, &s.id("r"), &m, "5.00", t0, &p.id);
+    store.append(&r, &outcome(&r, &[])).await.expect("refund");
+    let v = version(store, &m).await;
+    let b = balances(store, &m).await;
+    let cases = [
+        referring(
+            TxKind::Refund,
+            &s.id("x1"),
+            &m,
+            "1.00",
+            t0,
+            &s.id("unknown"),
+        ),
+        referring(TxKind::Refund, &s.id("x2"), &m, "1.00", t0, &r.id),
+        referring(TxKind::Chargeback, &s.id("x3"), &m, "1.00", t0, &r.id),
+        referring(TxKind::Settlement, &s.id("x4"), &m, "1.00", t0, &p.id),
+        referring(TxKind::Reversal, &s.id("x5"), &m, "1.00", t0, &p.id),
+        referring(TxKind::Refund, &s.id("x6"), &other, "1.00", t0, &p.id),
+    ];
+    for case in &cases {
+        expect_kind(
+            store.append(case, &outcome(case, &[])).await,
+            ErrorKind::InvalidReference,
+            &format!("{} of {:?}", case.kind, case.original_id),
+        );
+    }
+    let mut eur = referring(TxKind::Refund, &s.id("x7"), &m, "1.00", t0, &p.id);
+    eur.amount.currency = crate::money::Currency::EUR;
+    expect_kind(
+        store.append(&eur, &outcome(&eur, &[])).await,
+        ErrorKind::InvalidReference,
+        "refund in another currency",
+    );
+    assert_eq!(
+        version(store, &m).await,
+        v,
+        "refused references change nothing"
+    );
+    assert_eq!(balances(store, &m).await, b);
+    // The refused refund of an unknown original succeeds once it arrives.
+    let late = purchase(&s.id("unknown"), &m, "10.00", t0);
+    store
+        .append(&late, &outcome(&late, &[("base", 10)]))
+        .await
+        .expect("late original");
+    let redrive = &cases[0];
+    let receipt = store
+        .append(redrive, &outcome(redrive, &[]))
+        .await
+        .expect("re-drive");
+    assert_eq!(receipt.delta, bal(-1, 0));
+    let mismatch = outcome(&p, &[("base", 1)]);
+    expect_kind(
+        store.append(&cases[1], &mismatch).await,
+        ErrorKind::Invalid,
+        "outcome of another tx",
+    );
+    assert_conserved(store, &m).await;
+}
+
+/// Authorization, settlement (less and more than authorized), refunds of a
+/// settled authorization by either id, reversal, and the refusals.
+pub async fn check_card_lifecycle(store: &dyn LedgerStore) {
+    let s = Scope::new("card");
+    let m = s.member("m");
+    let t0 = year(2091);
+    let a1 = tx(TxKind::Authorization, &s.id("a1"), &m, "50.00", t0, None);
+    let receipt = store
+        .append(&a1, &outcome(&a1, &[("base", 50)]))
+        .await
+        .expect("auth");
+    assert_eq!(
+        receipt.balances,
+        bal(0, 50),
+        "an authorization earns pending points"
+    );
+    let early = referring(TxKind::Refund, &s.id("early"), &m, "10.00", t0, &a1.id);
+    expect_kind(
+        store.append(&early, &outcome(&early, &[])).await,
+        ErrorKind::InvalidReference,
+        "refund of an open authorization",
+    );
+    let s1 = referring(
+        TxKind::Settlement,
+        &s.id("s1"),
+        &m,
+        "40.00",
+        days(t0, 1),
+        &a1.id,
+    );
+    let receipt = store.append(&s1, &outcome(&s1, &[])).await.expect("settle");
+    assert_eq!(receipt.balances, bal(40, 0), "settled for less: re-scaled");
+    let again = referring(
+        TxKind::Settlement,
+        &s.id("s1b"),
+        &m,
+        "40.00",
+        days(t0, 1),
+        &a1.id,
+    );
+    expect_kind(
+        store.append(&again, &outcome(&again, &[])).await,
+        ErrorKind::InvalidReference,
+        "second settlement",
+    );
+    let rev = referring(
+        TxKind::Reversal,
+        &s.id("rev1"),
+        &m,
+        "50.00",
+        days(t0, 2),
+        &a1.id,
+    );
+    expect_kind(
+        store.append(&rev, &outcome(&rev, &[])).await,
+        ErrorKind::InvalidReference,
+        "reversal after settlement",
+    );
+    let r1 = referring(
+        TxKind::Refund,
+        &s.id("r1"),
+        &m,
+        "20.00",
+        days(t0, 3),
+        &a1.id,
+    );
+    let receipt = store
+        .append(&r1, &outcome(&r1, &[]))
+        .await
+        .expect("refund by auth id");
+    assert_eq!(receipt.delta, bal(-20, 0), "20 of 40 settled: half");
+    let r2 = referring(
+        TxKind::Refund,
+        &s.id("r2"),
+        &m,
+        "20.00",
+        days(t0, 3),
+        &s1.id,
+    );
+    let receipt = store
+        .append(&r2, &outcome(&r2, &[]))
+        .await
+        .expect("refund by settlement id");
+    assert_eq!(receipt.delta, bal(-20, 0));
+    assert_eq!(balances(store, &m).await, bal(0, 0));
+    // Reversal voids; nothing may follow it.
+    let a2 = tx(TxKind::Authorization, &s.id("a2"), &m, "30.00", t0, None);
+    store
+        .append(&a2, &outcome(&a2, &[("base", 30)]))
+        .await
+        .expect("auth");
+    let rev2 = referring(
+        TxKind::Reversal,
+        &s.id("rev2"),
+        &m,
+        "30.00",
+        days(t0, 1),
+        &a2.id,
+    );
+    let receipt = store
+        .append(&rev2, &outcome(&rev2, &[]))
+        .await
+        .expect("reversal");
+    assert_eq!(receipt.balances, bal(0, 0));
+    let late = referring(
+        TxKind::Settlement,
+        &s.id("s2"),
+        &m,
+        "30.00",
+        days(t0, 2),
+        &a2.id,
+    );
+    expect_kind(
+        store.append(&late, &outcome(&late, &[])).await,
+        ErrorKind::InvalidReference,
+        "settlement after reversal",
+    );
+    // Settled for more than authorized: the authorized points, no more.
+    let a3 = tx(TxKind::Authorization, &s.id("a3"), &m, "30.00", t0, None);
+    store
+        .append(&a3, &outcome(&a3, &[("base", 30)]))
+        .await
+        .expect("auth");
+    let s3 = referring(
+        TxKind::Settlement,
+        &s.id("s3"),
+        &m,
+        "45.00",
+        days(t0, 1),
+        &a3.id,
+    );
+    assert_eq!(
+        store
+            .append(&s3, &outcome(&s3, &[]))
+            .await
+            .expect("settle")
+            .balances,
+        bal(30, 0)
+    );
+    let cb = referring(
+        TxKind::Chargeback,
+        &s.id("cb3"),
+        &m,
+        "45.00",
+        days(t0, 9),
+        &s3.id,
+    );
+    let receipt = store
+        .append(&cb, &outcome(&cb, &[]))
+        .await
+        .expect("chargeback");
+    assert_eq!(
+        receipt.delta,
+        bal(-30, 0),
+        "a chargeback claws back like a refund"
+    );
+    assert_eq!(receipt.kind, EntryKind::Chargeback);
+    assert_conserved(store, &m).await;
+}
+
+/// Budgets are trimmed to the room left (the trimmed outcome is stored),
+/// counters follow the trim; a refund returns budget and counter room by
+/// the same proportion.
+pub async fn check_caps_and_budgets(store: &dyn LedgerStore) {
+    let s = Scope::new("budget");
+    let m = s.member("m");
+    let budget = s.name("winter");
+    let cap = s.name("cap");
+    let spend = s.name("spend");
+    let t0 = year(2090);
+    let p1 = purchase(&s.id("p1"), &m, "70.00", t0);
+    let o1 = with_counter(
+        with_counter(
+            with_budget(
+                outcome(&p1, &[("base", 70), ("promo", 70)]),
+                &budget,
+                1,
+                100,
+            ),
+            &cap,
+            dec("70"),
+            Some(1),
+        ),
+        &spend,
+        dec("70.00"),
+        None,
+    );
+    store.append(&p1, &o1).await.expect("p1");
+    let p2 = purchase(&s.id("p2"), &m, "50.00", t0);
+    let o2 = with_counter(
+        with_counter(
+            with_budget(
+                outcome(&p2, &[("base", 50), ("promo", 50)]),
+                &budget,
+                1,
+                100,
+            ),
+            &cap,
+            dec("50"),
+            Some(1),
+        ),
+        &spend,
+        dec("50.00"),
+        None,
+    );
+    let receipt = store.append(&p2, &o2).await.expect("p2");
+    assert_eq!(receipt.trimmed, Points(20));
+    assert_eq!(receipt.awards[1], (Arc::from("promo"), Points(30)));
+    assert_eq!(receipt.delta, bal(80, 0));
+    assert_eq!(store.budget_used(&budget).await.expect("used"), Points(100));
+    let p3 = purchase(&s.id("p3"), &m, "10.00", t0);
+    let o3 = with_budget(outcome(&p3, &[("promo", 10)]), &budget, 0, 100);
+    assert_eq!(
+        store.append(&p3, &o3).await.expect("p3").trimmed,
+        Points(10),
+        "no room left"
+    );
+    let keys = [lifetime(&cap), lifetime(&spend)];
+    let view = store.member_view(&m, &keys).await.expect("view");
+    assert_eq!(
+        view.counter(&keys[0]),
+        dec("100"),
+        "the cap counter follows the trim"
+    );
+    assert_eq!(view.counter(&keys[1]), dec("120.00"));
+    let r = referring(
+        TxKind::Refund,
+        &s.id("r2"),
+        &m,
+        "25.00",
+        days(t0, 1),
+        &p2.id,
+    );
+    let receipt = store.append(&r, &outcome(&r, &[])).await.expect("refund");
+    assert_eq!(receipt.delta, bal(-40, 0), "25 + 15 clawed back");
+    assert_eq!(store.budget_used(&budget).await.expect("used"), Points(85));
+    let view = store.member_view(&m, &keys).await.expect("view");
+    assert_eq!(view.counter(&keys[0]), dec("85"));
+    assert_eq!(view.counter(&keys[1]), dec("95.00"));
+    assert_eq!(
+        store.budget_used(&s.name("never")).await.expect("unused"),
+        Points(0)
+    );
+    assert_conserved(store, &m).await;
+}
+
+/// Adjustments: credits form a lot, debits may take the balance below zero;
+/// wire adjustments too.
+pub async fn check_adjustments(store: &dyn LedgerStore) {
+    let s = Scope::new("adjust");
+    let m = s.member("m");
+    let t0 = year(2090);
+    let credit = Adjustment {
+        id: s.id("a1"),
+        member: m.clone(),
+        points: Points(500),
+        reason: "welcome".into(),
+        actor: "agent-1".into(),
+        time: t0,
+        expires_at: None,
+    };
+    store.adjust(&credit).await.expect("credit");
+    let debit = Adjustment {
+        id: s.id("a2"),
+        points: Points(-700),
+        ..credit.clone()
+    };
+    assert_eq!(
+        store.adjust(&debit).await.expect("debit").balances,
+        bal(-200, 0)
+    );
+    let wire = adjustment_tx(&s.id("a3"), &m, 250, t0);
+    let receipt = store
+        .append(&wire, &outcome(&wire, &[]))
+        .await
+        .expect("wire adjustment");
+    assert_eq!(receipt.kind, EntryKind::Adjustment);
+    assert_eq!(receipt.balances, bal(50, 0));
+    let events = store.audit(&m, 0, 10).await.expect("audit");
+    assert!(
+        events[0].detail.contains("agent-1"),
+        "the actor is in the audit trail"
+    );
+    let refund = referring(TxKind::Refund, &s.id("r"), &m, "1.00", t0, &wire.id);
+    expect_kind(
+        store.append(&refund, &outcome(&refund, &[])).await,
+        ErrorKind::InvalidReference,
+        "refund of an adjustment",
+    );
+    assert_conserved(store, &m).await;
+}
+
+/// Tier changes from outcomes apply at once and are audited.
+pub async fn check_tier_from_outcome(store: &dyn LedgerStore) {
+    let s = Scope::new("tier");
+    let m = s.member("m");
+    let t0 = year(2090);
+    let p = purchase(&s.id("p"), &m, "10.00", t0);
+    let mut o = outcome(&p, &[("base", 10)]);
+    o.tier_change = Some(TierChange {
+        from: None,
+        to: Arc::from("gold"),
+        effective: t0,
+    });
+    let receipt = store.append(&p, &o).await.expect("append");
+    assert_eq!(receipt.tier.as_deref(), Some("gold"));
+    assert_eq!(
+        store
+            .member_view(&m, &[])
+            .await
+            .expect("view")
+            .tier
+            .as_deref(),
+        Some("gold")
+    );
+    let events = store.audit(&m, 0, 10).await.expect("audit");
+    assert_eq!(
+        events[0].tier,
+        vec![TierEvent::Changed {
+            from: None,
+            to: Arc::from("gold")
+        }]
+    );
+}
+
+/// Reconciliation finds no drift in a store that only the ledger wrote.
+pub async fn check_reconcile(store: &dyn LedgerStore) {
+    let report = store.reconcile().await.expect("reconcile");
+    assert!(report.is_clean(), "drift: {:?}", report.drift);
+}
+
+/// Concurrent writers: a shared budget is never exceeded, one member's
+/// parallel appends all count, and parallel duplicates apply once.
+pub async fn check_concurrency(store: Arc<dyn LedgerStore>) {
+    let s = Scope::new("conc");
+    let budget = s.name("budget");
+    let t0 = year(2090);
+    let mut tasks = Vec::new();
+    for task in 0..8 {
+        let store = store.clone();
+        let s = s.clone();
+        let budget = budget.clone();
+        tasks.push(tokio::spawn(async move {
+            let m = s.member(&format!("m{task}"));
+            let shared = s.member("shared");
+            let dup = purchase(&s.id("dup"), &shared, "1.00", t0);
+            let mut fresh = 0;
+            for i in 0..20 {
+                let p = purchase(&s.id(&format!("p{task}-{i}")), &m, "10.00", t0);
+                let o = with_budget(outcome(&p, &[("promo", 10)]), &budget, 0, 500);
+                store.append(&p, &o).await.expect("append");
+                let q = purchase(&s.id(&format!("q{task}-{i}")), &shared, "1.00", t0);
+                store
+                    .append(&q, &outcome(&q, &[("base", 1)]))
+                    .await
+                    .expect("append shared");
+                if !store
+                    .append(&dup, &outcome(&dup, &[("base", 1)]))
+                    .await
+                    .expect("dup")
+                    .duplicate
+                {
+                    fresh += 1;
+                }
+            }
+            fresh
+        }));
+    }
+    let mut fresh = 0;
+    for task in tasks {
+        fresh += task.await.expect("task");
+    }
+    assert_eq!(fresh, 1, "parallel duplicates apply once");
+    assert_eq!(store.budget_used(&budget).await.expect("used"), Points(500));
+    let mut granted = 0;
+    for task in 0..8 {
+        let m = s.member(&format!("m{task}"));
+        granted += balances(&*store, &m).await.available.get();
+        assert_conserved(&*store, &m).await;
+    }
+    assert_eq!(granted, 500, "the budget's points, exactly");
+    let shared = s.member("shared");
+    assert_eq!(balances(&*store, &shared).await, bal(161, 0));
+    assert_conserved(&*store, &shared).await;
+}
+
+/// Expiry (sweep): first-expiring-first redemption, the boundary instant,
+/// idempotent sweeps, and a refund after expiry (the expired part forgiven).
+pub async fn sweep_check_expiry(store: &dyn LedgerStore) {
+    let s = Scope::new("expiry");
+    let m = s.member("m");
+    let t0 = year(2031);
+    let terms = |d: i64| LotTerms {
+        available_at: None,
+        expires_at: Some(days(t0, d)),
+    };
+    let a = purchase(&s.id("a"), &m, "100.00", t0);
+    let b = purchase(&s.id("b"), &m, "100.00", t0);
+    let c = purchase(&s.id("c"), &m, "100.00", t0);
+    store
+        .append(&a, &outcome_with_terms(&a, &[("base", 100)], terms(200)))
+        .await
+        .expect("a");
+    store
+        .append(&b, &outcome_with_terms(&b, &[("base", 100)], terms(100)))
+        .await
+        .expect("b");
+    store
+        .append(&c, &outcome(&c, &[("base", 100)]))
+        .await
+        .expect("c");
+    let r = Redemption {
+        id: s.id("red"),
+        member: m.clone(),
+        points: Points(150),
+        time: days(t0, 1),
+        reference: None,
+    };
+    store.redeem(&r).await.expect("redeem");
+    // b (first to expire) is empty, a holds 50, c 100.
+    store
+        .expire_due(days(t0, 100) - Duration::seconds(1))
+        .await
+        .expect("sweep");
+    assert_eq!(
+        balances(store, &m).await,
+        bal(150, 0),
+        "nothing expires before its instant"
+    );
+    store.expire_due(days(t0, 100)).await.expect("sweep");
+    assert_eq!(balances(store, &m).await, bal(150, 0), "b was spent first");
+    store
+        .expire_due(days(t0, 200))
+        .await
+        .expect("sweep at the boundary instant");
+    assert_eq!(
+        balances(store, &m).await,
+        bal(100, 0),
+        "a's 50 expired at its instant"
+    );
+    let v = version(store, &m).await;
+    store.expire_due(days(t0, 300)).await.expect("sweep again");
+    assert_eq!(version(store, &m).await, v, "expiry is idempotent");
+    let history = store.history(&m, 0, 100).await.expect("history");
+    assert_eq!(
+        history
+            .iter()
+            .filter(|p| p.kind == PostingKind::Expire)
+            .count(),
+        1
+    );
+    // Refund of a: 100 clawed; 50 were spent (from c), 50 expired (forgiven).
+    let refund = referring(
+        TxKind::Refund,
+        &s.id("ra"),
+        &m,
+        "100.00",
+        days(t0, 250),
+        &a.id,
+    );
+    let receipt = store
+        .append(&refund, &outcome(&refund, &[]))
+        .await
+        .expect("refund after expiry");
+    assert_eq!(receipt.delta, bal(-50, 0));
+    assert_eq!(balances(store, &m).await, bal(50, 0));
+    let refund_b = referring(
+        TxKind::Refund,
+        &s.id("rb"),
+        &m,
+        "100.00",
+        days(t0, 250),
+        &b.id,
+    );
+    let receipt = store
+        .append(&refund_b, &outcome(&refund_b, &[]))
+        .await
+        .expect("refund of the spent lot");
+    assert_eq!(receipt.delta, bal(-100, 0));
+    assert_eq!(
+        balances(store, &m).await,
+        bal(-50, 0),
+        "spent points are owed"
+    );
+    assert_conserved(store, &m).await;
+}
+
+/// Pending points (sweep): released at their instant; a refund while
+/// pending claws back from pending.
+pub async fn sweep_check_pending(store: &dyn LedgerStore) {
+    let s = Scope::new("pending");
+    let m = s.member("m");
+    let t0 = year(2032);
+    let terms = LotTerms {
+        available_at: Some(days(t0, 14)),
+        expires_at: None,
+    };
+    let p = purchase(&s.id("p"), &m, "80.00", t0);
+    store
+        .append(&p, &outcome_with_terms(&p, &[("base", 80)], terms.clone()))
+        .await
+        .expect("p");
+    let q = purchase(&s.id("q"), &m, "20.00", t0);
+    store
+        .append(&q, &outcome_with_terms(&q, &[("base", 20)], terms))
+        .await
+        .expect("q");
+    assert_eq!(balances(store, &m).await, bal(0, 100));
+    let r = referring(TxKind::Refund, &s.id("r"), &m, "40.00", days(t0, 1), &p.id);
+    assert_eq!(
+        store
+            .append(&r, &outcome(&r, &[]))
+            .await
+            .expect("refund")
+            .delta,
+        bal(0, -40)
+    );
+    store.release_pending(days(t0, 13)).await.expect("sweep");
+    assert_eq!(balances(store, &m).await, bal(0, 60));
+    store.release_pending(days(t0, 14)).await.expect("sweep");
+    assert_eq!(balances(store, &m).await, bal(60, 0));
+    let v = version(store, &m).await;
+    store
+        .release_pending(days(t0, 15))
+        .await
+        .expect("sweep again");
+    assert_eq!(version(store, &m).await, v, "release is idempotent");
+    assert_conserved(store, &m).await;
+}
+
+/// An authorization that never settles is voided once `ttl` has passed
+/// (pass the store's configured authorization lifetime).
+pub async fn sweep_check_authorization_lapse(store: &dyn LedgerStore, ttl: Duration) {
+    let s = Scope::new("lapse");
+    let m = s.member("m");
+    let t0 = year(2033);
+    let budget = s.name("b");
+    let a = tx(TxKind::Authorization, &s.id("a"), &m, "25.00", t0, None);
+    let o = with_budget(outcome(&a, &[("base", 25)]), &budget, 0, 1000);
+    store.append(&a, &o).await.expect("auth");
+    assert_eq!(store.budget_used(&budget).await.expect("used"), Points(25));
+    store
+        .expire_authorizations(t0 + ttl - Duration::seconds(1))
+        .await
+        .expect("sweep");
+    assert_eq!(balances(store, &m).await, bal(0, 25));
+    store.expire_authorizations(t0 + ttl).await.expect("sweep");
+    assert_eq!(
+        balances(store, &m).await,
+        bal(0, 0),
+        "voided at its lapse time"
+    );
+    assert_eq!(
+        store.budget_used(&budget).await.expect("used"),
+        Points(0),
+        "budget returned"
+    );
+    let late = referring(TxKind::Settlement, &s.id("s"), &m, "25.00", t0 + ttl, &a.id);
+    expect_kind(
+        store.append(&late, &outcome(&late, &[])).await,
+        ErrorKind::InvalidReference,
+        "settlement after lapse",
+    );
+    let events = store.audit(&m, 0, 10).await.expect("audit");
+    assert_eq!(
+        events.last().map(|e| e.kind),
+        Some(EntryKind::AuthorizationExpiry)
+    );
+    assert_conserved(store, &m).await;
+}
+
+/// Tier review (sweep): a downgrade decided with grace is scheduled, a
+/// requalification cancels it, and it takes effect once the grace is over.
+pub async fn sweep_check_tier_grace(store: &dyn LedgerStore) {
+    let s = Scope::new("grace");
+    let m = s.member("m");
+    let t0 = year(2034);
+    let review = |tier: &str, at: i64, effective: i64| TierReview {
+        member: m.clone(),
+        tier: Arc::from(tier),
+        effective: days(t0, effective),
+        as_of: days(t0, at),
+    };
+    assert_eq!(
+        store
+            .review_tier(&review("gold", 0, 0))
+            .await
+            .expect("gold")
+            .tier
+            .as_deref(),
+        Some("gold")
+    );
+    let v = version(store, &m).await;
+    store
+        .review_tier(&review("gold", 1, 1))
+        .await
+        .expect("same tier");
+    assert_eq!(
+        version(store, &m).await,
+        v,
+        "deciding the same tier changes nothing"
+    );
+    store
+        .review_tier(&review("silver", 10, 100))
+        .await
+        .expect("downgrade with grace");
+    store
+        .review_tier(&review("gold", 20, 20))
+        .await
+        .expect("requalified");
+    store
+        .apply_scheduled_tiers(days(t0, 150))
+        .await
+        .expect("sweep");
+    assert_eq!(
+        store.balance(&m).await.expect("balance").tier.as_deref(),
+        Some("gold"),
+        "cancelled"
+    );
+    store
+        .review_tier(&review("silver", 200, 290))
+        .await
+        .expect("downgrade with grace");
+    store
+        .apply_scheduled_tiers(days(t0, 289))
+        .await
+        .expect("sweep");
+    assert_eq!(
+        store.balance(&m).await.expect("balance").tier.as_deref(),
+        Some("gold"),
+        "within grace"
+    );
+    store
+        .apply_scheduled_tiers(days(t0, 290))
+        .await
+        .expect("sweep");
+    assert_eq!(
+        store.balance(&m).await.expect("balance").tier.as_deref(),
+        Some("silver"),
+        "after grace"
+    );
+    let tiers: Vec<TierEvent> = store
+        .audit(&m, 0, 100)
+        .await
+        .expect("audit")
+        .into_iter()
+        .flat_map(|e| e.tier)
+        .collect();
+    let gold: Arc<str> = Arc::from("gold");
+    let silver: Arc<str> = Arc::from("silver");
+    assert_eq!(
+        tiers,
+        vec![
+            TierEvent::Changed {
+                from: None,
+                to: gold.clone()
+            },
+            TierEvent::Scheduled {
+                to: silver.clone(),
+                effective: days(t0, 100)
+            },
+            TierEvent::Cancelled {
+                to: silver.clone(),
+                effective: days(t0, 100)
+            },
+            TierEvent::Scheduled {
+                to: silver.clone(),
+                effective: days(t0, 290)
+            },
+            TierEvent::Changed {
+                from: Some(gold),
+                to: silver
+            },
+        ]
+    );
+}
+
+/// A [`BalanceCache`]: versioned puts, eviction guards, clear.
+pub async fn check_balance_cache(cache: &dyn BalanceCache) {
+    let s = Scope::new("cache");
+    let m = s.member("m");
+    let entry = |version: u64, available: i64| CachedMember {
+        member: m.clone(),
+        version,
+        balances: bal(available, 0),
+        tier: Some(Arc::from("gold")),
+        recent: Vec::new(),
+    };
+    assert_eq!(cache.get(&m).await.expect("get"), None);
+    assert_eq!(
+        cache.put(&entry(5, 50)).await.expect("put"),
+        CachePut::Written
+    );
+    assert_eq!(
+        cache.put(&entry(4, 40)).await.expect("put"),
+        CachePut::Stale { current: 5 }
+    );
+    assert_eq!(cache.get(&m).await.expect("get"), Some(entry(5, 50)));
+    assert_eq!(
+        cache.put(&entry(6, 60)).await.expect("put"),
+        CachePut::Written
+    );
+    cache.evict(&m, 8).await.expect("evict");
+    assert_eq!(cache.get(&m).await.expect("get"), None);
+    assert_eq!(
+        cache.put(&entry(7, 70)).await.expect("put"),
+        CachePut::Stale { current: 8 }
+    );
+    assert_eq!(
+        cache.put(&entry(8, 80)).await.expect("put"),
+        CachePut::Written
+    );
+    assert_eq!(
+        cache.get(&m).await.expect("get").map(|e| e.version),
+        Some(8)
+    );
+    cache.clear().await.expect("clear");
+    assert_eq!(cache.get(&m).await.expect("get"), None);
+}
+
+/// Every store check, the parallel-safe ones first, then the sweep checks
+/// one after the other, then reconciliation.
+pub async fn run_all(store: Arc<dyn LedgerStore>, authorization_ttl: Duration) {
+    let s = &*store;
+    check_earn(s).await;
+    check_idempotency(s).await;
+    check_redemption(s).await;
+    check_partial_refunds(s).await;
+    check_refund_after_redemption(s).await;
+    check_invalid_references(s).await;
+    check_card_lifecycle(s).await;
+    check_caps_and_budgets(s).await;
+    check_adjustments(s).await;
+    check_tier_from_outcome(s).await;
+    check_concurrency(store.clone()).await;
+    sweep_check_expiry(s).await;
+    sweep_check_pending(s).await;
+    sweep_check_authorization_lapse(s, authorization_ttl).await;
+    sweep_check_tier_grace(s).await;
+    check_reconcile(s).await;
+}

@@ -1,0 +1,667 @@
+//! The in-memory store: the embedded default implementation of
+//! [`LedgerStore`], and [`MemoryCache`], an in-memory [`BalanceCache`].
+//!
+//! Each member's state sits behind its own mutex (a member map under a
+//! read-write lock hands out the slots), so writers of different members run
+//! in parallel and writers of one member are serialised. The idempotency
+//! inbox is a sharded map; budgets have their own mutex. Locks are std
+//! mutexes held only for the pure [`apply`] and the fold that follows —
+//! never across an `.await` — always in the order member → inbox shard →
+//! budgets → event log, so there is no deadlock.
+//!
+//! With an [`EventLog`] (see [`log`]), every entry and profile is written
+//! to the log before it is applied to memory; [`MemoryStore::open`] rebuilds
+//! the whole state by folding the logged entries again (event sourcing).
+
+pub mod log;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use rust_decimal::Decimal;
+use std::collections::{BTreeMap, HashMap};
+use std::hash::{Hash, Hasher};
+use std::path::Path;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
+
+use crate::error::{Error, ReferenceProblem, Result};
+use crate::ids::{MemberId, TxId};
+use crate::ledger::{
+    apply, check_inbox, check_member, member_view, Adjustment, AuditEvent, Command, InboxEntry,
+    LedgerConfig, LedgerEntry, Lot, LotNeed, MemberBalance, MemberRecord, MemberState, Posting,
+    Receipt, RecentEntry, ReconcileReport, RecordNeed, RecordStatus, Redemption, SweepReport,
+    TierReview, TxRecord,
+};
+use crate::member::{MemberProfile, MemberView};
+use crate::outcome::Outcome;
+use crate::points::Points;
+use crate::store::{
+    BalanceCache, CachePut, CachedMember, LedgerStore, MAX_BATCH_ITEMS, MAX_PAGE_ROWS,
+};
+use crate::transaction::Transaction;
+use crate::window::CounterKey;
+
+pub use log::{EventLog, FileEventLog, FsyncPolicy, LogRecord};
+
+const INBOX_SHARDS: usize = 32;
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while a lock was held cannot leave half an entry behind: the
+    // entry is computed before anything is changed. Keep going.
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Everything the store holds about one member.
+#[derive(Debug, Default)]
+struct MemberSlot {
+    record: Option<MemberRecord>,
+    profile: Option<MemberProfile>,
+    lots: BTreeMap<TxId, Lot>,
+    records: HashMap<TxId, TxRecord>,
+    postings: Vec<Posting>,
+    events: Vec<AuditEvent>,
+    counters: HashMap<CounterKey, Decimal>,
+}
+
+impl MemberSlot {
+    /// The state `command` needs (a superset is fine; lots and records are
+    /// cloned so that `apply` works on its own copy).
+    fn state(
+        &self,
+        member: &MemberId,
+        command: &Command<'_>,
+        budgets: &HashMap<Arc<str>, Points>,
+    ) -> MemberState {
+        let needs = command.needs();
+        let mut state = MemberState::new(member.clone());
+        if let Some(record) = &self.record {
+            state.member = record.clone();
+        }
+        match &needs.records {
+            RecordNeed::None => {}
+            RecordNeed::Original(id) => {
+                if let Some(record) = self.records.get(id) {
+                    if let Some(target) = record.alias_of.as_ref().and_then(|t| self.records.get(t))
+                    {
+                        state.records.push(target.clone());
+                    }
+                    state.records.push(record.clone());
+                }
+            }
+            RecordNeed::LapsedAuthorizations(as_of) => {
+                state.records.extend(
+                    self.records
+                        .values()
+                        .filter(|r| {
+                            matches!(r.status, RecordStatus::Authorized { expires_at } if expires_at <= *as_of)
+                        })
+                        .cloned(),
+                );
+            }
+        }
+        let of_records = |lot: &Lot| {
+            state
+                .records
+                .iter()
+                .any(|r| r.lot.as_ref() == Some(&lot.id))
+        };
+        state.lots = match needs.lots {
+            LotNeed::None => Vec::new(),
+            LotNeed::OfRecords => self
+                .lots
+                .values()
+                .filter(|l| of_records(l))
+                .cloned()
+                .collect(),
+            LotNeed::Open => self
+                .lots
+                .values()
+                .filter(|l| l.remaining.get() > 0 || of_records(l))
+                .cloned()
+                .collect(),
+        };
+        state.budgets_used = needs
+            .budgets
+            .iter()
+            .map(|b| (b.clone(), budgets.get(b).copied().unwrap_or(Points::ZERO)))
+            .collect();
+        state
+    }
+
+    /// Folds an entry into the slot (live, and when rebuilding from the log).
+    fn fold(&mut self, entry: &LedgerEntry) -> Result<()> {
+        let version = self.record.as_ref().map_or(0, |r| r.version);
+        if entry.expected_version != version {
+            return Err(Error::other(
+                format!(
+                    "entry for {} expects version {}, the member is at {version}",
+                    entry.member.member, entry.expected_version
+                ),
+                None,
+            ));
+        }
+        self.record = Some(entry.member.clone());
+        self.postings.extend(entry.postings.iter().cloned());
+        for lot in &entry.lots {
+            self.lots.insert(lot.id.clone(), lot.clone());
+        }
+        for record in &entry.records {
+            self.records.insert(record.id.clone(), record.clone());
+        }
+        for (key, delta) in &entry.counters {
+            *self.counters.entry(key.clone()).or_default() += *delta;
+        }
+        self.events.push(entry.event.clone());
+        if self.profile.is_none() {
+            self.profile = Some(MemberProfile::empty(entry.member.member.clone()));
+        }
+        Ok(())
+    }
+}
+
+/// The in-memory [`LedgerStore`], optionally backed by an event-log file.
+pub struct MemoryStore {
+    config: LedgerConfig,
+    members: RwLock<HashMap<MemberId, Arc<Mutex<MemberSlot>>>>,
+    inbox: Vec<Mutex<HashMap<TxId, InboxEntry>>>,
+    budgets: Mutex<HashMap<Arc<str>, Points>>,
+    log: Option<Mutex<Box<dyn EventLog>>>,
+}
+
+impl std::fmt::Debug for MemoryStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemoryStore")
+            .field("config", &self.config)
+            .field("logged", &self.log.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for MemoryStore {
+    fn default() -> MemoryStore {
+        MemoryStore::new(LedgerConfig::default())
+    }
+}
+
+impl MemoryStore {
+    /// An empty store without an event log.
+    pub fn new(config: LedgerConfig) -> MemoryStore {
+        MemoryStore {
+            config,
+            members: RwLock::new(HashMap::new()),
+            inbox: (0..INBOX_SHARDS)
+                .map(|_| Mutex::new(HashMap::new()))
+                .collect(),
+            budgets: Mutex::new(HashMap::new()),
+            log: None,
+        }
+    }
+
+    /// A store rebuilt from `records` (read from a log), writing new
+    /// records to `log`.
+    pub fn with_log(
+        config: LedgerConfig,
+        records: Vec<LogRecord>,
+        log: Box<dyn EventLog>,
+    ) -> Result<MemoryStore> {
+        let mut store = MemoryStore::new(config);
+        for record in &records {
+            store.fold(record)?;
+        }
+        store.log = Some(Mutex::new(log));
+        Ok(store)
+    }
+
+    /// Opens (creating if needed) the event-log file at `path` and rebuilds
+    /// the store from it.
+    pub fn open(path: &Path, config: LedgerConfig, fsync: FsyncPolicy) -> Result<MemoryStore> {
+        let (log, records) = FileEventLog::open(path, fsync).map_err(|e| {
+            Error::unavailable(
+                format!("cannot open the event log {}", path.display()),
+                Some(Box::new(e) as _),
+            )
+        })?;
+        MemoryStore::with_log(config, records, Box::new(log))
+    }
+
+    /// Every member the store knows, sorted.
+    pub fn members(&self) -> Vec<MemberId> {
+        self.all_slots().into_iter().map(|(m, _)| m).collect()
+    }
+
+    /// A member's lots (inspection for tests and tools).
+    pub fn lots(&self, member: &MemberId) -> Vec<Lot> {
+        self.slot(member)
+            .map(|slot| lock(&slot).lots.values().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// A member's transaction records (inspection for tests and tools).
+    pub fn records(&self, member: &MemberId) -> Vec<TxRecord> {
+        let mut records: Vec<TxRecord> = self
+            .slot(member)
+            .map(|slot| lock(&slot).records.values().cloned().collect())
+            .unwrap_or_default();
+        records.sort_by(|a, b| a.id.cmp(&b.id));
+        records
+    }
+
+    /// The ledger settings.
+    pub fn config(&self) -> &LedgerConfig {
+        &self.config
+    }
+
+    fn slot(&self, member: &MemberId) -> Option<Arc<Mutex<MemberSlot>>> {
+        self.members
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(member)
+            .cloned()
+    }
+
+    fn slot_or_new(&self, member: &MemberId) -> Arc<Mutex<MemberSlot>> {
+        if let Some(slot) = self.slot(member) {
+            return slot;
+        }
+        self.members
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry(member.clone())
+            .or_default()
+            .clone()
+    }
+
+    fn all_slots(&self) -> Vec<(MemberId, Arc<Mutex<MemberSlot>>)> {
+        let mut slots: Vec<_> = self
+            .members
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .map(|(m, s)| (m.clone(), s.clone()))
+            .collect();
+        slots.sort_by(|a, b| a.0.cmp(&b.0));
+        slots
+    }
+
+    fn shard(&self, id: &TxId) -> &Mutex<HashMap<TxId, InboxEntry>> {
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        id.hash(&mut hasher);
+        &self.inbox[(hasher.finish() as usize) % INBOX_SHARDS]
+    }
+
+    fn write_log(&self, record: &LogRecord) -> Result<()> {
+        if let Some(log) = &self.log {
+            lock(log).append(record).map_err(|e| {
+                Error::unavailable("cannot write the event log", Some(Box::new(e) as _))
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Folds one logged record into memory (rebuild).
+    fn fold(&mut self, record: &LogRecord) -> Result<()> {
+        match record {
+            LogRecord::Profile(profile) => {
+                let slot = self.slot_or_new(&profile.member);
+                lock(&slot).profile = Some(profile.clone());
+            }
+            LogRecord::Entry(entry) => {
+                let slot = self.slot_or_new(&entry.member.member);
+                lock(&slot).fold(entry)?;
+                self.fold_shared(entry);
+            }
+        }
+        Ok(())
+    }
+
+    /// Folds the cross-member parts of an entry: inbox row and budgets.
+    fn fold_shared(&self, entry: &LedgerEntry) {
+        if let Some(inbox) = &entry.inbox {
+            lock(self.shard(&inbox.id)).insert(inbox.id.clone(), inbox.clone());
+        }
+        if !entry.budgets.is_empty() {
+            let mut budgets = lock(&self.budgets);
+            for b in &entry.budgets {
+                let used = budgets.entry(b.budget.clone()).or_default();
+                *used = Points(used.get().saturating_add(b.delta.get()));
+            }
+        }
+    }
+
+    /// Runs one command under the member's lock: inbox check, apply, log,
+    /// fold. `Ok(Err(receipt))` is a duplicate's stored receipt.
+    fn execute(&self, command: &Command<'_>) -> Result<Executed> {
+        let member = command.member().clone();
+        let slot = self.slot_or_new(&member);
+        let mut slot = lock(&slot);
+        let needs = command.needs();
+        if let RecordNeed::Original(original) = &needs.records {
+            self.check_foreign(command, original, &slot)?;
+        }
+        let fingerprint = command.fingerprint()?;
+        let mut inbox = command.request_id().map(|id| (id, lock(self.shard(id))));
+        if let (Some((id, shard)), Some(fingerprint)) = (&inbox, &fingerprint) {
+            if let Some(receipt) = check_inbox(shard.get(*id), fingerprint)? {
+                return Ok(Executed::Duplicate(receipt));
+            }
+        }
+        // Budgets read for trimming stay locked until the entry is folded.
+        let mut budgets = (!needs.budgets.is_empty()).then(|| lock(&self.budgets));
+        let empty = HashMap::new();
+        let state = slot.state(&member, command, budgets.as_deref().unwrap_or(&empty));
+        let Some(entry) = apply(&state, command, &self.config)? else {
+            return Ok(Executed::Nothing(state.member));
+        };
+        self.write_log(&LogRecord::Entry(Box::new(entry.clone())))?;
+        slot.fold(&entry)?;
+        if let (Some((_, shard)), Some(row)) = (&mut inbox, &entry.inbox) {
+            shard.insert(row.id.clone(), row.clone());
+        }
+        if !entry.budgets.is_empty() {
+            let mut guard = match budgets.take() {
+                Some(guard) => guard,
+                None => lock(&self.budgets),
+            };
+            for b in &entry.budgets {
+                let used = guard.entry(b.budget.clone()).or_default();
+                *used = Points(used.get().saturating_add(b.delta.get()));
+            }
+        }
+        Ok(Executed::Applied(Box::new(entry)))
+    }
+
+    /// A transaction naming an original of another member: the inbox
+    /// knows the owner (read before this request's own shard is locked, so
+    /// that two shard locks are never held at once).
+    fn check_foreign(
+        &self,
+        command: &Command<'_>,
+        original: &TxId,
+        slot: &MemberSlot,
+    ) -> Result<()> {
+        let Command::Transaction { tx, .. } = command else {
+            return Ok(());
+        };
+        if slot.records.contains_key(original) {
+            return Ok(());
+        }
+        let owner = lock(self.shard(original))
+            .get(original)
+            .map(|e| e.member.clone());
+        match owner {
+            Some(owner) if owner != tx.member => Err(Error::reference(
+                &tx.id,
+                original,
+                ReferenceProblem::OtherMember(owner),
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    fn receipt(&self, command: &Command<'_>) -> Result<Receipt> {
+        match self.execute(command)? {
+            Executed::Duplicate(receipt) => Ok(receipt),
+            Executed::Applied(entry) => entry
+                .receipt()
+                .cloned()
+                .ok_or_else(|| Error::other("a request entry without a receipt", None)),
+            Executed::Nothing(_) => Err(Error::other("a request produced no entry", None)),
+        }
+    }
+
+    fn sweep(&self, make: impl Fn(&MemberId) -> Command<'_>) -> Result<SweepReport> {
+        let mut report = SweepReport::default();
+        for (member, _) in self.all_slots() {
+            if let Executed::Applied(entry) = self.execute(&make(&member))? {
+                report.members += 1;
+                report.postings += entry.postings.len() as u64;
+                report.delta = report.delta.checked_add(entry.event.delta)?;
+            }
+        }
+        Ok(report)
+    }
+
+    fn read<T>(&self, member: &MemberId, f: impl FnOnce(&MemberSlot) -> Option<T>) -> Result<T> {
+        let slot = self
+            .slot(member)
+            .ok_or_else(|| Error::not_found(format!("member {member}")))?;
+        let slot = lock(&slot);
+        f(&slot).ok_or_else(|| Error::not_found(format!("member {member}")))
+    }
+}
+
+/// What [`MemoryStore::execute`] did.
+enum Executed {
+    Applied(Box<LedgerEntry>),
+    Duplicate(Receipt),
+    Nothing(MemberRecord),
+}
+
+fn balance_of(record: &MemberRecord) -> MemberBalance {
+    MemberBalance {
+        member: record.member.clone(),
+        balances: record.balances,
+        tier: record.tier.clone(),
+        version: record.version,
+    }
+}
+
+#[async_trait]
+impl LedgerStore for MemoryStore {
+    async fn member_view(&self, member: &MemberId, counters: &[CounterKey]) -> Result<MemberView> {
+        let Some(slot) = self.slot(member) else {
+            return Ok(member_view(None, None, HashMap::new()));
+        };
+        let slot = lock(&slot);
+        let values = counters
+            .iter()
+            .filter_map(|k| slot.counters.get(k).map(|v| (k.clone(), *v)))
+            .collect();
+        Ok(member_view(
+            slot.record.as_ref(),
+            slot.profile.as_ref(),
+            values,
+        ))
+    }
+
+    async fn append(&self, tx: &Transaction, outcome: &Outcome) -> Result<Receipt> {
+        self.receipt(&Command::Transaction { tx, outcome })
+    }
+
+    async fn append_batch(&self, items: &[(Transaction, Outcome)]) -> Result<Vec<Result<Receipt>>> {
+        if items.len() > MAX_BATCH_ITEMS {
+            return Err(Error::Invalid(format!(
+                "a batch holds at most {MAX_BATCH_ITEMS} items, not {}",
+                items.len()
+            )));
+        }
+        Ok(items
+            .iter()
+            .map(|(tx, outcome)| self.receipt(&Command::Transaction { tx, outcome }))
+            .collect())
+    }
+
+    async fn redeem(&self, redemption: &Redemption) -> Result<Receipt> {
+        self.receipt(&Command::Redeem(redemption))
+    }
+
+    async fn adjust(&self, adjustment: &Adjustment) -> Result<Receipt> {
+        self.receipt(&Command::Adjust(adjustment))
+    }
+
+    async fn expire_due(&self, as_of: DateTime<Utc>) -> Result<SweepReport> {
+        self.sweep(|member| Command::ExpireLots { member, as_of })
+    }
+
+    async fn release_pending(&self, as_of: DateTime<Utc>) -> Result<SweepReport> {
+        self.sweep(|member| Command::ReleasePending { member, as_of })
+    }
+
+    async fn expire_authorizations(&self, as_of: DateTime<Utc>) -> Result<SweepReport> {
+        self.sweep(|member| Command::ExpireAuthorizations { member, as_of })
+    }
+
+    async fn review_tier(&self, review: &TierReview) -> Result<MemberBalance> {
+        match self.execute(&Command::ReviewTier(review))? {
+            Executed::Applied(entry) => Ok(balance_of(&entry.member)),
+            Executed::Nothing(record) => Ok(balance_of(&record)),
+            Executed::Duplicate(_) => Err(Error::other("a tier review has no inbox row", None)),
+        }
+    }
+
+    async fn apply_scheduled_tiers(&self, as_of: DateTime<Utc>) -> Result<SweepReport> {
+        self.sweep(|member| Command::ApplyScheduledTier { member, as_of })
+    }
+
+    async fn balance(&self, member: &MemberId) -> Result<MemberBalance> {
+        self.read(member, |slot| slot.record.as_ref().map(balance_of))
+    }
+
+    async fn recent(&self, member: &MemberId, limit: usize) -> Result<Vec<RecentEntry>> {
+        let limit = limit.min(MAX_PAGE_ROWS);
+        self.read(member, |slot| {
+            slot.record.as_ref()?;
+            Some(
+                slot.events
+                    .iter()
+                    .rev()
+                    .take(limit)
+                    .map(RecentEntry::from)
+                    .collect(),
+            )
+        })
+    }
+
+    async fn history(
+        &self,
+        member: &MemberId,
+        after_seq: u64,
+        limit: usize,
+    ) -> Result<Vec<Posting>> {
+        let limit = limit.min(MAX_PAGE_ROWS);
+        self.read(member, |slot| {
+            slot.record.as_ref()?;
+            // Postings are stored in seq order, from 1 without gaps.
+            let start = usize::try_from(after_seq)
+                .unwrap_or(usize::MAX)
+                .min(slot.postings.len());
+            Some(slot.postings[start..].iter().take(limit).cloned().collect())
+        })
+    }
+
+    async fn audit(
+        &self,
+        member: &MemberId,
+        after_seq: u64,
+        limit: usize,
+    ) -> Result<Vec<AuditEvent>> {
+        let limit = limit.min(MAX_PAGE_ROWS);
+        self.read(member, |slot| {
+            slot.record.as_ref()?;
+            let start = usize::try_from(after_seq)
+                .unwrap_or(usize::MAX)
+                .min(slot.events.len());
+            Some(slot.events[start..].iter().take(limit).cloned().collect())
+        })
+    }
+
+    async fn put_profile(&self, profile: &MemberProfile) -> Result<()> {
+        let slot = self.slot_or_new(&profile.member);
+        let mut slot = lock(&slot);
+        self.write_log(&LogRecord::Profile(profile.clone()))?;
+        slot.profile = Some(profile.clone());
+        Ok(())
+    }
+
+    async fn profile(&self, member: &MemberId) -> Result<MemberProfile> {
+        let slot = self
+            .slot(member)
+            .ok_or_else(|| Error::not_found(format!("profile {member}")))?;
+        let slot = lock(&slot);
+        slot.profile
+            .clone()
+            .ok_or_else(|| Error::not_found(format!("profile {member}")))
+    }
+
+    async fn budget_used(&self, budget: &str) -> Result<Points> {
+        Ok(lock(&self.budgets)
+            .get(budget)
+            .copied()
+            .unwrap_or(Points::ZERO))
+    }
+
+    async fn reconcile(&self) -> Result<ReconcileReport> {
+        let mut report = ReconcileReport::default();
+        for (_, slot) in self.all_slots() {
+            let slot = lock(&slot);
+            let Some(record) = &slot.record else {
+                continue;
+            };
+            report.members += 1;
+            report.postings += slot.postings.len() as u64;
+            if let Some(drift) = check_member(record, &slot.postings, slot.lots.values())? {
+                report.drift.push(drift);
+            }
+        }
+        Ok(report)
+    }
+}
+
+/// An in-memory [`BalanceCache`] (tests, and a single-process deployment
+/// that wants the cache semantics without Redis).
+#[derive(Debug, Default)]
+pub struct MemoryCache {
+    entries: Mutex<HashMap<MemberId, CacheSlot>>,
+}
+
+#[derive(Debug)]
+enum CacheSlot {
+    Value(CachedMember),
+    Evicted { min_version: u64 },
+}
+
+impl MemoryCache {
+    /// An empty cache.
+    pub fn new() -> MemoryCache {
+        MemoryCache::default()
+    }
+}
+
+#[async_trait]
+impl BalanceCache for MemoryCache {
+    async fn get(&self, member: &MemberId) -> Result<Option<CachedMember>> {
+        Ok(match lock(&self.entries).get(member) {
+            Some(CacheSlot::Value(v)) => Some(v.clone()),
+            _ => None,
+        })
+    }
+
+    async fn put(&self, entry: &CachedMember) -> Result<CachePut> {
+        let mut entries = lock(&self.entries);
+        let floor = match entries.get(&entry.member) {
+            Some(CacheSlot::Value(v)) => v.version,
+            Some(CacheSlot::Evicted { min_version }) => *min_version,
+            None => 0,
+        };
+        if entry.version < floor {
+            return Ok(CachePut::Stale { current: floor });
+        }
+        entries.insert(entry.member.clone(), CacheSlot::Value(entry.clone()));
+        Ok(CachePut::Written)
+    }
+
+    async fn evict(&self, member: &MemberId, min_version: u64) -> Result<()> {
+        let mut entries = lock(&self.entries);
+        let floor = match entries.get(member) {
+            Some(CacheSlot::Value(v)) => v.version.max(min_version),
+            Some(CacheSlot::Evicted { min_version: m }) => (*m).max(min_version),
+            None => min_version,
+        };
+        entries.insert(member.clone(), CacheSlot::Evicted { min_version: floor });
+        Ok(())
+    }
+
+    async fn clear(&self) -> Result<()> {
+        lock(&self.entries).clear();
+        Ok(())
+    }
+}
