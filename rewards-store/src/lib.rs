@@ -1,2 +1,6 @@
 //! `rewards-store`: PostgreSQL (source of truth) and Redis (write-through
 //! cache) adapters implementing the storage traits of `rewards-core`.
+
+pub mod breaker;
+pub mod cached;
+pub mod redis;
