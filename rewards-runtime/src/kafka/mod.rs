@@ -170,7 +170,8 @@ impl ConsumerContext for RuntimeContext {
                     .collect();
                 let done = self.tracker.take_committable(Some(&revoked));
                 if !done.is_empty() {
-                    match commit_list(&done).and_then(|tpl| consumer.commit(&tpl, CommitMode::Sync)) {
+                    match commit_list(&done).and_then(|tpl| consumer.commit(&tpl, CommitMode::Sync))
+                    {
                         Ok(()) => {
                             self.metrics.offset_commits.fetch_add(1, Ordering::Relaxed);
                         }
@@ -418,7 +419,10 @@ impl Source for KafkaSource {
     async fn finish(&mut self) -> Result<(), RuntimeError> {
         self.commit(CommitMode::Sync);
         let left = self.tracker.in_flight();
-        tracing::info!(unacknowledged = left, "kafka source finished; offsets committed");
+        tracing::info!(
+            unacknowledged = left,
+            "kafka source finished; offsets committed"
+        );
         Ok(())
     }
 }
@@ -542,7 +546,9 @@ pub async fn create_topics(brokers: &str, topics: &[(&str, i32)]) -> Result<(), 
         match result {
             Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
             Err((name, code)) => {
-                return Err(RuntimeError::Config(format!("creating topic {name}: {code}")))
+                return Err(RuntimeError::Config(format!(
+                    "creating topic {name}: {code}"
+                )))
             }
         }
     }

@@ -1,0 +1,288 @@
+//! Test support: a small real [`Evaluator`] (points per whole currency
+//! unit), a store wrapper that fails transiently on demand, and helpers to
+//! write transactions as JSON lines.
+
+#![allow(dead_code)]
+
+use async_trait::async_trait;
+use chrono::{DateTime, Duration, TimeZone, Utc};
+use rust_decimal::prelude::ToPrimitive;
+use rust_decimal::Decimal;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Barrier};
+
+use rewards_core::error::Result;
+use rewards_core::ledger::{
+    Adjustment, AuditEvent, MemberBalance, Posting, Receipt, RecentEntry, ReconcileReport,
+    Redemption, SweepReport, TierReview,
+};
+use rewards_core::memory::MemoryStore;
+use rewards_core::{
+    Component, ComponentKind, CounterKey, Error, EvalFailure, Evaluator, LedgerStore, MemberId,
+    MemberProfile, MemberView, Outcome, Points, RulesetStamp, Transaction, TxKind,
+};
+
+/// `per_unit` points per whole currency unit of a purchase; merchant
+/// category 9999 is refused (an evaluation failure); lots expire after
+/// `expiry_days` when set.
+pub struct PointsPerUnit {
+    stamp: RulesetStamp,
+    per_unit: i64,
+    expiry_days: Option<i64>,
+    /// When set, evaluation waits on it twice (entered, released).
+    gate: Option<Arc<Barrier>>,
+}
+
+impl PointsPerUnit {
+    pub fn new(version: u32, per_unit: i64) -> PointsPerUnit {
+        PointsPerUnit {
+            stamp: RulesetStamp {
+                id: Arc::from("test-card"),
+                version,
+                hash: Arc::from(format!("hash-v{version}")),
+            },
+            per_unit,
+            expiry_days: None,
+            gate: None,
+        }
+    }
+
+    pub fn expiring_after(mut self, days: i64) -> PointsPerUnit {
+        self.expiry_days = Some(days);
+        self
+    }
+
+    pub fn gated(mut self, gate: Arc<Barrier>) -> PointsPerUnit {
+        self.gate = Some(gate);
+        self
+    }
+
+    pub fn arc(self) -> Arc<dyn Evaluator> {
+        Arc::new(self)
+    }
+}
+
+impl Evaluator for PointsPerUnit {
+    fn stamp(&self) -> &RulesetStamp {
+        &self.stamp
+    }
+
+    fn counter_keys(&self, _tx: &Transaction, _keys: &mut Vec<CounterKey>) {}
+
+    fn evaluate(
+        &self,
+        tx: &Transaction,
+        _member: &MemberView,
+    ) -> std::result::Result<Outcome, EvalFailure> {
+        if let Some(gate) = &self.gate {
+            gate.wait();
+            gate.wait();
+        }
+        if tx.mcc == Some(9999) {
+            return Err(EvalFailure {
+                code: "blocked_mcc",
+                message: "merchant category 9999 earns nothing and is refused".into(),
+            });
+        }
+        let mut outcome = Outcome::empty(
+            tx.id.clone(),
+            tx.member.clone(),
+            tx.kind,
+            self.stamp.clone(),
+        );
+        if matches!(tx.kind, TxKind::Purchase | TxKind::Authorization) {
+            let units = tx.amount.amount.trunc();
+            let points = units.to_i64().unwrap_or(0) * self.per_unit;
+            outcome.components.push(Component {
+                rule: Arc::from("base"),
+                label: Arc::from("points per unit"),
+                kind: ComponentKind::Earn,
+                points: Points(points),
+                exact: units * Decimal::from(self.per_unit),
+                budget: None,
+            });
+            if let Some(days) = self.expiry_days {
+                outcome.lot.expires_at = Some(tx.time + Duration::days(days));
+            }
+        }
+        Ok(outcome)
+    }
+
+    fn explain(
+        &self,
+        tx: &Transaction,
+        member: &MemberView,
+    ) -> std::result::Result<Outcome, EvalFailure> {
+        self.evaluate(tx, member)
+    }
+}
+
+/// A store that fails the next `fail_next` pipeline calls (member view,
+/// append, append batch) with the transient kind, then behaves.
+pub struct FlakyStore {
+    pub inner: Arc<MemoryStore>,
+    pub fail_next: AtomicU64,
+    pub failures: AtomicU64,
+}
+
+impl FlakyStore {
+    pub fn new(inner: Arc<MemoryStore>, fail_next: u64) -> FlakyStore {
+        FlakyStore {
+            inner,
+            fail_next: AtomicU64::new(fail_next),
+            failures: AtomicU64::new(0),
+        }
+    }
+
+    fn trip(&self) -> Result<()> {
+        let left = self.fail_next.load(Ordering::SeqCst);
+        if left > 0
+            && self
+                .fail_next
+                .compare_exchange(left, left - 1, Ordering::SeqCst, Ordering::SeqCst)
+                .is_ok()
+        {
+            self.failures.fetch_add(1, Ordering::SeqCst);
+            return Err(Error::unavailable("database is down (test)", None));
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl LedgerStore for FlakyStore {
+    async fn member_view(&self, member: &MemberId, counters: &[CounterKey]) -> Result<MemberView> {
+        self.trip()?;
+        self.inner.member_view(member, counters).await
+    }
+    async fn append(&self, tx: &Transaction, outcome: &Outcome) -> Result<Receipt> {
+        self.trip()?;
+        self.inner.append(tx, outcome).await
+    }
+    async fn append_batch(&self, items: &[(Transaction, Outcome)]) -> Result<Vec<Result<Receipt>>> {
+        self.trip()?;
+        self.inner.append_batch(items).await
+    }
+    async fn redeem(&self, redemption: &Redemption) -> Result<Receipt> {
+        self.inner.redeem(redemption).await
+    }
+    async fn adjust(&self, adjustment: &Adjustment) -> Result<Receipt> {
+        self.inner.adjust(adjustment).await
+    }
+    async fn expire_due(&self, as_of: DateTime<Utc>) -> Result<SweepReport> {
+        self.inner.expire_due(as_of).await
+    }
+    async fn release_pending(&self, as_of: DateTime<Utc>) -> Result<SweepReport> {
+        self.inner.release_pending(as_of).await
+    }
+    async fn expire_authorizations(&self, as_of: DateTime<Utc>) -> Result<SweepReport> {
+        self.inner.expire_authorizations(as_of).await
+    }
+    async fn review_tier(&self, review: &TierReview) -> Result<MemberBalance> {
+        self.inner.review_tier(review).await
+    }
+    async fn apply_scheduled_tiers(&self, as_of: DateTime<Utc>) -> Result<SweepReport> {
+        self.inner.apply_scheduled_tiers(as_of).await
+    }
+    async fn balance(&self, member: &MemberId) -> Result<MemberBalance> {
+        self.inner.balance(member).await
+    }
+    async fn recent(&self, member: &MemberId, limit: usize) -> Result<Vec<RecentEntry>> {
+        self.inner.recent(member, limit).await
+    }
+    async fn history(
+        &self,
+        member: &MemberId,
+        after_seq: u64,
+        limit: usize,
+    ) -> Result<Vec<Posting>> {
+        self.inner.history(member, after_seq, limit).await
+    }
+    async fn audit(
+        &self,
+        member: &MemberId,
+        after_seq: u64,
+        limit: usize,
+    ) -> Result<Vec<AuditEvent>> {
+        self.inner.audit(member, after_seq, limit).await
+    }
+    async fn put_profile(&self, profile: &MemberProfile) -> Result<()> {
+        self.inner.put_profile(profile).await
+    }
+    async fn profile(&self, member: &MemberId) -> Result<MemberProfile> {
+        self.inner.profile(member).await
+    }
+    async fn budget_used(&self, budget: &str) -> Result<Points> {
+        self.inner.budget_used(budget).await
+    }
+    async fn reconcile(&self) -> Result<ReconcileReport> {
+        self.inner.reconcile().await
+    }
+}
+
+pub fn base_time() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 9, 1, 12, 0, 0)
+        .single()
+        .expect("valid time")
+}
+
+/// A purchase as one JSON line (no newline).
+pub fn purchase(id: &str, member: &str, amount: &str) -> String {
+    format!(
+        r#"{{"id":"{id}","member":"{member}","kind":"purchase","amount":"{amount}","currency":"USD","mcc":5411,"time":"2026-09-01T12:00:00Z"}}"#
+    )
+}
+
+/// A refund of `original` as one JSON line.
+pub fn refund(id: &str, member: &str, amount: &str, original: &str) -> String {
+    format!(
+        r#"{{"id":"{id}","member":"{member}","kind":"refund","amount":"{amount}","currency":"USD","mcc":5411,"time":"2026-09-02T12:00:00Z","original_id":"{original}"}}"#
+    )
+}
+
+/// A deterministic workload: `count` purchases over `members` members with
+/// amounts between 1.00 and 250.99; returns the lines and the expected
+/// available balance per member (`per_unit` points per whole unit).
+pub fn workload(
+    prefix: &str,
+    count: usize,
+    members: usize,
+    per_unit: i64,
+) -> (Vec<String>, Vec<(String, i64)>) {
+    let mut expected = vec![0i64; members];
+    let mut lines = Vec::with_capacity(count);
+    let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+    for i in 0..count {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        let member = (seed % members as u64) as usize;
+        let whole = 1 + (seed >> 8) % 250;
+        let cents = (seed >> 20) % 100;
+        lines.push(purchase(
+            &format!("{prefix}-{i:06}"),
+            &format!("{prefix}-m{member:03}"),
+            &format!("{whole}.{cents:02}"),
+        ));
+        expected[member] += whole as i64 * per_unit;
+    }
+    let expected = expected
+        .into_iter()
+        .enumerate()
+        .map(|(m, points)| (format!("{prefix}-m{m:03}"), points))
+        .collect();
+    (lines, expected)
+}
+
+pub async fn available(store: &dyn LedgerStore, member: &str) -> i64 {
+    let member = MemberId::new(member).expect("member id");
+    store
+        .balance(&member)
+        .await
+        .map(|b| b.balances.available.get())
+        .unwrap_or(0)
+}
+
+pub fn member(id: &str) -> MemberId {
+    MemberId::new(id).expect("member id")
+}
