@@ -906,14 +906,16 @@ fn void(
         work.awards
             .push((award.rule.clone(), award.points.checked_neg()?));
     }
-    for c in &record.counters {
+    for c in &mut record.counters {
         let step = c.delta - c.reversed;
+        c.reversed = c.delta;
         if !step.is_zero() {
             work.counters.push((c.key.clone(), -step));
         }
     }
-    for b in &record.budgets {
+    for b in &mut record.budgets {
         let step = b.points.checked_sub(b.returned)?;
+        b.returned = b.points;
         if step.get() != 0 {
             work.budgets.push(BudgetDelta {
                 budget: b.budget.clone(),
