@@ -11,6 +11,9 @@
 //! - duplicates and refused requests change nothing;
 //! - a budget is never exceeded and equals what its draws keep.
 
+// The helpers below are test code called from the property.
+#![allow(clippy::unwrap_used)]
+
 use chrono::Duration;
 use proptest::prelude::*;
 use std::collections::HashMap;
