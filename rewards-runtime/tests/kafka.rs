@@ -1,0 +1,551 @@
+//! The Kafka source, DLQ producer and re-processing over a real broker
+//! (tansu on loopback). Each test uses its own topics and group.
+//!
+//! The broker must be running or startable: if 127.0.0.1:9092 (or
+//! `REWARDS_KAFKA_BROKERS`) does not answer, the tests run
+//! `scripts/services/tansu.sh start`; when that fails they FAIL, naming the
+//! script to run.
+
+#![cfg(feature = "kafka")]
+
+mod common;
+
+use std::collections::HashMap;
+use std::net::{TcpStream, ToSocketAddrs};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::TopicPartitionList;
+
+use rewards_core::memory::MemoryStore;
+use rewards_core::{Evaluator, LedgerStore};
+use rewards_runtime::kafka::{
+    create_topics, header_text, headers, reprocess_dead_letter_topic, KafkaConfig,
+    KafkaDeadLetters, KafkaSource,
+};
+use rewards_runtime::{
+    Backoff, DeadLetterSink, Metrics, Pipeline, PipelineConfig, ProgramRegistry, RunReport,
+};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use common::*;
+
+const SCRIPT: &str = "scripts/services/tansu.sh";
+
+/// The broker address, starting the broker with the project script if needed.
+fn brokers() -> String {
+    static BROKERS: OnceLock<Result<String, String>> = OnceLock::new();
+    BROKERS
+        .get_or_init(|| {
+            let addr = std::env::var("REWARDS_KAFKA_BROKERS")
+                .unwrap_or_else(|_| "127.0.0.1:9092".to_string());
+            if reachable(&addr) {
+                return Ok(addr);
+            }
+            let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
+            let output = std::process::Command::new("bash")
+                .arg(format!("{root}/{SCRIPT}"))
+                .arg("start")
+                .output()
+                .map_err(|e| format!("cannot run {SCRIPT}: {e}"))?;
+            if output.status.success() && reachable(&addr) {
+                return Ok(addr);
+            }
+            Err(format!(
+                "no Kafka broker on {addr} and `{SCRIPT} start` failed:\n{}{}",
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr)
+            ))
+        })
+        .clone()
+        .unwrap_or_else(|e| {
+            panic!(
+                "Kafka integration tests need the tansu broker. Run `{SCRIPT} build` \
+                 (once, ~10 minutes) and `{SCRIPT} start`, or set REWARDS_KAFKA_BROKERS.\n{e}"
+            )
+        })
+}
+
+fn reachable(addr: &str) -> bool {
+    addr.to_socket_addrs()
+        .ok()
+        .and_then(|mut a| a.next())
+        .is_some_and(|a| TcpStream::connect_timeout(&a, Duration::from_secs(1)).is_ok())
+}
+
+/// Names unique to this test run.
+fn unique(name: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    format!("rt-{name}-{}-{nanos}", std::process::id())
+}
+
+fn producer(brokers: &str) -> FutureProducer {
+    ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("acks", "all")
+        .set("linger.ms", "2")
+        .create()
+        .expect("producer")
+}
+
+/// Produces `(key, payload)` records and waits until all are acknowledged.
+async fn produce(brokers: &str, topic: &str, records: &[(String, String)]) {
+    let producer = producer(brokers);
+    let mut pending = Vec::with_capacity(records.len());
+    for (key, payload) in records {
+        let record = FutureRecord::to(topic)
+            .key(key.as_str())
+            .payload(payload.as_str());
+        pending.push(
+            producer
+                .send_result(record)
+                .map_err(|(e, _)| e)
+                .expect("enqueue"),
+        );
+    }
+    for delivery in pending {
+        delivery
+            .await
+            .expect("delivery")
+            .map_err(|(e, _)| e)
+            .expect("produced");
+    }
+}
+
+/// Keyed by the member id inside the JSON line.
+fn keyed(lines: &[String]) -> Vec<(String, String)> {
+    lines
+        .iter()
+        .map(|line| {
+            let value: serde_json::Value = serde_json::from_str(line).unwrap_or_default();
+            let key = value["member"].as_str().unwrap_or("none").to_string();
+            (key, line.clone())
+        })
+        .collect()
+}
+
+async fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    // A bound against hanging for ever, not a speed assertion.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !done() {
+        assert!(Instant::now() < deadline, "gave up waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+fn config() -> PipelineConfig {
+    PipelineConfig {
+        workers: 4,
+        backoff: Backoff {
+            initial: Duration::from_millis(1),
+            max: Duration::from_millis(50),
+        },
+        ..PipelineConfig::default()
+    }
+}
+
+struct Running {
+    stop: oneshot::Sender<()>,
+    task: JoinHandle<Result<RunReport, rewards_runtime::RuntimeError>>,
+}
+
+impl Running {
+    async fn shutdown(self) -> RunReport {
+        let _ = self.stop.send(());
+        self.task.await.expect("join").expect("run")
+    }
+}
+
+fn start(pipeline: &Pipeline, kafka: KafkaConfig) -> Running {
+    let mut source = KafkaSource::new(kafka, pipeline.metrics().clone()).expect("consumer");
+    let pipeline = pipeline.clone();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        pipeline
+            .run(&mut source, async {
+                let _ = stopped.await;
+            })
+            .await
+    });
+    Running { stop, task }
+}
+
+fn pipeline_with(
+    store: Arc<dyn LedgerStore>,
+    plan: Arc<dyn Evaluator>,
+    dead: Arc<dyn DeadLetterSink>,
+) -> (Pipeline, Arc<Metrics>) {
+    let metrics = Arc::new(Metrics::new());
+    let programs = Arc::new(ProgramRegistry::single(plan, metrics.clone()));
+    (
+        Pipeline::with_config(store, programs, dead, metrics.clone(), config()),
+        metrics,
+    )
+}
+
+/// Committed offsets of `group` on `topic`, and the topic's end offsets.
+fn committed_and_end(
+    brokers: &str,
+    group: &str,
+    topic: &str,
+    partitions: i32,
+) -> (Vec<i64>, Vec<i64>) {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("consumer");
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..partitions {
+        tpl.add_partition(topic, p);
+    }
+    let committed = consumer
+        .committed_offsets(tpl, Duration::from_secs(10))
+        .expect("committed offsets");
+    let mut done = Vec::new();
+    let mut end = Vec::new();
+    for p in 0..partitions {
+        let offset = committed
+            .find_partition(topic, p)
+            .and_then(|e| e.offset().to_raw())
+            .unwrap_or(-1);
+        done.push(offset.max(0));
+        let (_, high) = consumer
+            .fetch_watermarks(topic, p, Duration::from_secs(10))
+            .expect("watermarks");
+        end.push(high);
+    }
+    (done, end)
+}
+
+async fn check_balances(store: &dyn LedgerStore, expected: &[(String, i64)]) {
+    for (member, points) in expected {
+        assert_eq!(available(store, member).await, *points, "{member}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thousands_of_transactions_in_exact_balances_out_offsets_committed_at_shutdown() {
+    let brokers = brokers();
+    let topic = unique("tx");
+    let group = unique("group");
+    create_topics(&brokers, &[(&topic, 4)])
+        .await
+        .expect("topics");
+    let (lines, expected) = workload("k1", 3_000, 50, 1);
+    produce(&brokers, &topic, &keyed(&lines)).await;
+
+    let store = Arc::new(MemoryStore::default());
+    let dead = Arc::new(rewards_runtime::MemoryDeadLetters::new());
+    let (pipeline, metrics) =
+        pipeline_with(store.clone(), PointsPerUnit::new(1, 1).arc(), dead.clone());
+    let running = start(&pipeline, KafkaConfig::new(&brokers, &group, &topic));
+    wait_until("3000 acks", || {
+        metrics.acked.load(Ordering::Relaxed) >= 3_000
+    })
+    .await;
+    let report = running.shutdown().await;
+    assert_eq!(report.received, 3_000);
+    assert_eq!(report.applied, 3_000);
+    assert_eq!(report.duplicates, 0);
+    assert!(dead.is_empty());
+    check_balances(store.as_ref(), &expected).await;
+    let (committed, end) = committed_and_end(&brokers, &group, &topic, 4);
+    assert_eq!(committed, end, "shutdown committed everything done");
+    assert_eq!(end.iter().sum::<i64>(), 3_000);
+    let p95 = metrics.pipeline_us.quantile_upper_bound(950);
+    eprintln!(
+        "pipeline p50 <= {:?} us, p95 <= {:?} us; end-to-end p95 <= {:?} us",
+        metrics.pipeline_us.quantile_upper_bound(500),
+        p95,
+        metrics.end_to_end_us.quantile_upper_bound(950)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_messages_land_in_the_dlq_topic_with_reasons_and_the_worker_keeps_going() {
+    let brokers = brokers();
+    let topic = unique("tx");
+    let dlq = unique("dlq");
+    let group = unique("group");
+    create_topics(&brokers, &[(&topic, 2), (&dlq, 1)])
+        .await
+        .expect("topics");
+    let mut records = Vec::new();
+    for i in 0..100 {
+        records.push((
+            "m-1".to_string(),
+            purchase(&format!("ok-{i}"), "m-1", "2.00"),
+        ));
+        if i % 10 == 0 {
+            records.push(("m-1".to_string(), format!("garbage {i}")));
+            records.push((
+                "m-2".to_string(),
+                purchase(&format!("bad-{i}"), "m-2", "2.00").replace(r#""USD""#, r#""XXX""#),
+            ));
+        }
+    }
+    produce(&brokers, &topic, &records).await;
+
+    let store = Arc::new(MemoryStore::default());
+    let dead = Arc::new(KafkaDeadLetters::new(&brokers, &dlq).expect("dlq producer"));
+    let (pipeline, metrics) = pipeline_with(store.clone(), PointsPerUnit::new(1, 1).arc(), dead);
+    let running = start(&pipeline, KafkaConfig::new(&brokers, &group, &topic));
+    wait_until("all acks", || metrics.acked.load(Ordering::Relaxed) >= 120).await;
+    let report = running.shutdown().await;
+    assert_eq!(report.applied, 100);
+    assert_eq!(report.dead_lettered, 20);
+    assert_eq!(available(store.as_ref(), "m-1").await, 200);
+
+    // Read the DLQ topic back.
+    let reader: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .set("group.id", unique("dlq-reader"))
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .expect("reader");
+    reader.subscribe(&[&dlq]).expect("subscribe");
+    let mut letters: Vec<(String, String, String, String)> = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while letters.len() < 20 {
+        assert!(
+            Instant::now() < deadline,
+            "only {} dead letters read",
+            letters.len()
+        );
+        if let Some(Ok(m)) = reader.poll(Duration::from_millis(100)) {
+            letters.push((
+                String::from_utf8_lossy(m.payload().unwrap_or_default()).into_owned(),
+                header_text(&m, headers::STAGE)
+                    .unwrap_or_default()
+                    .to_string(),
+                header_text(&m, headers::FIELD)
+                    .unwrap_or_default()
+                    .to_string(),
+                header_text(&m, headers::ORIGIN)
+                    .unwrap_or_default()
+                    .to_string(),
+            ));
+        }
+    }
+    let garbage: Vec<_> = letters
+        .iter()
+        .filter(|l| l.0.starts_with("garbage"))
+        .collect();
+    assert_eq!(garbage.len(), 10);
+    assert!(garbage.iter().all(|l| l.1 == "decode" && l.2 == "$"));
+    let currency: Vec<_> = letters.iter().filter(|l| l.0.contains("XXX")).collect();
+    assert_eq!(currency.len(), 10);
+    assert!(
+        currency
+            .iter()
+            .all(|l| l.1 == "decode" && l.2 == "currency"),
+        "{currency:?}"
+    );
+    assert!(letters
+        .iter()
+        .all(|l| l.3.starts_with(&format!("kafka:{topic}/"))));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_mid_stream_loses_and_doubles_nothing() {
+    let brokers = brokers();
+    let topic = unique("tx");
+    let group = unique("group");
+    create_topics(&brokers, &[(&topic, 3)])
+        .await
+        .expect("topics");
+    let (lines, expected) = workload("k3", 2_000, 40, 1);
+    let (first, second) = lines.split_at(1_000);
+    produce(&brokers, &topic, &keyed(first)).await;
+
+    let store = Arc::new(MemoryStore::default());
+    let dead = Arc::new(rewards_runtime::MemoryDeadLetters::new());
+    let (pipeline_a, metrics_a) =
+        pipeline_with(store.clone(), PointsPerUnit::new(1, 1).arc(), dead.clone());
+    let a = start(&pipeline_a, KafkaConfig::new(&brokers, &group, &topic));
+    wait_until("some progress", || {
+        metrics_a.acked.load(Ordering::Relaxed) >= 300
+    })
+    .await;
+    produce(&brokers, &topic, &keyed(second)).await;
+    let report_a = a.shutdown().await;
+    assert!(report_a.applied >= 300);
+
+    let (pipeline_b, metrics_b) =
+        pipeline_with(store.clone(), PointsPerUnit::new(1, 1).arc(), dead.clone());
+    let b = start(&pipeline_b, KafkaConfig::new(&brokers, &group, &topic));
+    let left = 2_000 - report_a.applied;
+    wait_until("the rest", || {
+        metrics_b.applied.load(Ordering::Relaxed) >= left
+    })
+    .await;
+    let report_b = b.shutdown().await;
+    assert_eq!(
+        report_b.applied - report_b.duplicates,
+        left,
+        "each message applied once"
+    );
+    assert!(dead.is_empty());
+    check_balances(store.as_ref(), &expected).await;
+    let (committed, end) = committed_and_end(&brokers, &group, &topic, 3);
+    assert_eq!(committed, end);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plan_swap_mid_stream_stamps_the_new_version_on_later_postings_only() {
+    let brokers = brokers();
+    let topic = unique("tx");
+    let group = unique("group");
+    create_topics(&brokers, &[(&topic, 2)])
+        .await
+        .expect("topics");
+    let (lines, _) = workload("k4", 600, 9, 1);
+    let (before, after) = lines.split_at(300);
+    produce(&brokers, &topic, &keyed(before)).await;
+
+    let store = Arc::new(MemoryStore::default());
+    let dead = Arc::new(rewards_runtime::MemoryDeadLetters::new());
+    let (pipeline, metrics) = pipeline_with(store.clone(), PointsPerUnit::new(1, 1).arc(), dead);
+    let running = start(&pipeline, KafkaConfig::new(&brokers, &group, &topic));
+    wait_until("the first half", || {
+        metrics.acked.load(Ordering::Relaxed) >= 300
+    })
+    .await;
+    pipeline
+        .programs()
+        .swap("test-card", PointsPerUnit::new(2, 10).arc());
+    produce(&brokers, &topic, &keyed(after)).await;
+    wait_until("the second half", || {
+        metrics.acked.load(Ordering::Relaxed) >= 600
+    })
+    .await;
+    running.shutdown().await;
+
+    let first_ids: std::collections::HashSet<String> = before
+        .iter()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap_or_default()["id"]
+                .to_string()
+                .trim_matches('"')
+                .to_string()
+        })
+        .collect();
+    let mut versions: HashMap<u32, usize> = HashMap::new();
+    for m in 0..9 {
+        let postings = store
+            .history(&member(&format!("k4-m{m:03}")), 0, 1000)
+            .await
+            .expect("history");
+        for p in postings {
+            let version = p.ruleset.as_ref().map_or(0, |s| s.version);
+            let expected = if first_ids.contains(p.source.as_str()) {
+                1
+            } else {
+                2
+            };
+            assert_eq!(version, expected, "posting of {}", p.source);
+            *versions.entry(version).or_default() += 1;
+        }
+    }
+    assert_eq!(versions.get(&1), Some(&300));
+    assert_eq!(versions.get(&2), Some(&300));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_outage_pauses_consumption_and_loses_nothing() {
+    let brokers = brokers();
+    let topic = unique("tx");
+    let group = unique("group");
+    create_topics(&brokers, &[(&topic, 2)])
+        .await
+        .expect("topics");
+    let (lines, expected) = workload("k5", 800, 20, 1);
+    produce(&brokers, &topic, &keyed(&lines)).await;
+
+    let memory = Arc::new(MemoryStore::default());
+    let flaky = Arc::new(FlakyStore::new(memory.clone(), 40));
+    let dead = Arc::new(rewards_runtime::MemoryDeadLetters::new());
+    let (pipeline, metrics) =
+        pipeline_with(flaky.clone(), PointsPerUnit::new(1, 1).arc(), dead.clone());
+    let running = start(&pipeline, KafkaConfig::new(&brokers, &group, &topic));
+    wait_until("all acks", || metrics.acked.load(Ordering::Relaxed) >= 800).await;
+    let report = running.shutdown().await;
+    assert_eq!(flaky.failures.load(Ordering::SeqCst), 40);
+    assert_eq!(report.applied, 800);
+    assert!(dead.is_empty());
+    check_balances(memory.as_ref(), &expected).await;
+    let (committed, end) = committed_and_end(&brokers, &group, &topic, 2);
+    assert_eq!(committed, end);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dlq_topic_is_reprocessed_after_the_fix() {
+    let brokers = brokers();
+    let topic = unique("tx");
+    let dlq = unique("dlq");
+    let group = unique("group");
+    create_topics(&brokers, &[(&topic, 1), (&dlq, 1)])
+        .await
+        .expect("topics");
+    // The refund comes before its purchase.
+    produce(
+        &brokers,
+        &topic,
+        &[("m-1".into(), refund("r-1", "m-1", "10.00", "p-1"))],
+    )
+    .await;
+
+    let store = Arc::new(MemoryStore::default());
+    let sink = Arc::new(KafkaDeadLetters::new(&brokers, &dlq).expect("dlq producer"));
+    let (pipeline, metrics) = pipeline_with(store.clone(), PointsPerUnit::new(1, 1).arc(), sink);
+    let running = start(&pipeline, KafkaConfig::new(&brokers, &group, &topic));
+    wait_until("the refund", || metrics.acked.load(Ordering::Relaxed) >= 1).await;
+    produce(
+        &brokers,
+        &topic,
+        &[("m-1".into(), purchase("p-1", "m-1", "40.00"))],
+    )
+    .await;
+    wait_until("the purchase", || {
+        metrics.acked.load(Ordering::Relaxed) >= 2
+    })
+    .await;
+    let report = running.shutdown().await;
+    assert_eq!(report.dead_lettered, 1);
+    assert_eq!(available(store.as_ref(), "m-1").await, 40);
+
+    let again_dead = Arc::new(rewards_runtime::MemoryDeadLetters::new());
+    let (again, _) = pipeline_with(
+        store.clone(),
+        PointsPerUnit::new(1, 1).arc(),
+        again_dead.clone(),
+    );
+    let report = reprocess_dead_letter_topic(
+        &again,
+        &brokers,
+        &dlq,
+        &unique("redrive"),
+        std::future::pending(),
+    )
+    .await
+    .expect("reprocess");
+    assert_eq!(report.received, 1);
+    assert_eq!(report.applied, 1);
+    assert!(again_dead.is_empty());
+    assert_eq!(
+        available(store.as_ref(), "m-1").await,
+        30,
+        "a quarter refunded"
+    );
+}
