@@ -215,10 +215,13 @@ impl MemoryStore {
     /// the store from it.
     pub fn open(path: &Path, config: LedgerConfig, fsync: FsyncPolicy) -> Result<MemoryStore> {
         let (log, records) = FileEventLog::open(path, fsync).map_err(|e| {
-            Error::unavailable(
-                format!("cannot open the event log {}", path.display()),
-                Some(Box::new(e) as _),
-            )
+            let message = format!("cannot open the event log {}", path.display());
+            if e.kind() == std::io::ErrorKind::InvalidData {
+                // A corrupt log: retrying will not help.
+                Error::other(message, Some(Box::new(e) as _))
+            } else {
+                Error::unavailable(message, Some(Box::new(e) as _))
+            }
         })?;
         MemoryStore::with_log(config, records, Box::new(log))
     }
