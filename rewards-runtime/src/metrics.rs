@@ -13,9 +13,10 @@ use std::time::Duration;
 
 /// Upper bounds of the latency buckets, in microseconds (the last bucket,
 /// `+Inf`, is implicit).
-pub const LATENCY_BUCKETS_US: [u64; 18] = [
-    50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000,
-    1_000_000, 2_500_000, 5_000_000, 10_000_000, 30_000_000,
+pub const LATENCY_BUCKETS_US: [u64; 27] = [
+    50, 100, 250, 500, 1_000, 2_000, 3_000, 4_000, 5_000, 6_000, 7_000, 8_000, 9_000, 10_000,
+    12_500, 15_000, 20_000, 25_000, 50_000, 100_000, 250_000, 500_000, 1_000_000, 2_500_000,
+    5_000_000, 10_000_000, 30_000_000,
 ];
 
 /// Upper bounds of the batch-size buckets (transactions per store call).
@@ -551,7 +552,7 @@ mod tests {
         assert!(text.contains("rewards_dead_letters_total{stage=\"decode\"} 1\n"));
         assert!(text.contains("rewards_dead_letters_total{stage=\"ledger\"} 0\n"));
         assert!(text.contains("rewards_evaluation_seconds_bucket{le=\"0.001000\"} 0\n"));
-        assert!(text.contains("rewards_evaluation_seconds_bucket{le=\"0.002500\"} 1\n"));
+        assert!(text.contains("rewards_evaluation_seconds_bucket{le=\"0.002000\"} 1\n"));
         assert!(text.contains("rewards_evaluation_seconds_bucket{le=\"+Inf\"} 1\n"));
         assert!(text.contains("rewards_evaluation_seconds_sum 0.001500\n"));
         assert!(text.contains("rewards_store_batch_size_bucket{le=\"4\"} 1\n"));
