@@ -415,7 +415,10 @@ fn children(pair: Pair<'_, Rule>) -> impl Iterator<Item = Pair<'_, Rule>> {
 impl Builder {
     fn span(&self, pair: &Pair<'_, Rule>) -> Span {
         let s = pair.as_span();
-        Span::new(self.base + s.start(), self.base + s.end())
+        // pest leaves the whitespace and comments skipped before a failed
+        // trailing optional inside the span; they are not part of the node.
+        let len = trimmed_len(pair.as_str());
+        Span::new(self.base + s.start(), self.base + s.start() + len)
     }
 
     fn fail<T>(&mut self, diag: Diagnostic) -> Built<T> {
@@ -1393,6 +1396,35 @@ impl Builder {
                     .with_hint("write YYYY-MM-DDTHH:MM, optionally with :SS and Z or +HH:MM"),
                 )
             }
+        }
+    }
+}
+
+/// The length of `text` without trailing whitespace and comments.
+fn trimmed_len(text: &str) -> usize {
+    let mut t = text;
+    loop {
+        t = t.trim_end();
+        let line_start = t.rfind('\n').map_or(0, |i| i + 1);
+        let line = t.get(line_start..).unwrap_or("");
+        let mut in_string = false;
+        let mut escaped = false;
+        let mut cut = None;
+        for (i, c) in line.char_indices() {
+            match c {
+                _ if escaped => escaped = false,
+                '\\' if in_string => escaped = true,
+                '"' => in_string = !in_string,
+                '#' if !in_string => {
+                    cut = Some(i);
+                    break;
+                }
+                _ => {}
+            }
+        }
+        match cut {
+            Some(i) => t = t.get(..line_start + i).unwrap_or(""),
+            None => return t.len(),
         }
     }
 }
