@@ -14,6 +14,8 @@
 pub mod conformance;
 pub mod error;
 pub mod evaluate;
+#[cfg(feature = "generate")]
+pub mod generate;
 pub mod ids;
 pub mod ledger;
 pub mod limits;
