@@ -32,6 +32,15 @@
 //!    its event log and folds it into its maps; at start it rebuilds the
 //!    same state by folding the logged entries again (event sourcing).
 //!
+//! Sweeps (expiry, release, authorization lapse, scheduled tiers) are
+//! store-wide: a store finds the members with something due — lots with
+//! `remaining > 0` and `expires_at <= as_of`; pending lots with
+//! `available_at <= as_of`; records `authorized` with a lapse time
+//! `<= as_of`; a `scheduled_tier` with `effective <= as_of` — and runs the
+//! per-member command ([`Command::ExpireLots`], ...) for each, each in its
+//! own unit of work. A member whose state changed in between simply gets
+//! `Ok(None)`.
+//!
 //! [`check_member`] is the pure reconciliation of one member (stored
 //! balances against the sum of the postings and against the lots), and
 //! [`member_view`] builds the view evaluation sees.
