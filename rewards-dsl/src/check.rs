@@ -374,6 +374,9 @@ pub struct Checked {
 /// diagnostic (syntax, names, types, limits) sorted by position.
 pub fn check_source(source: &str) -> Result<Checked, Vec<Diagnostic>> {
     let (program, mut diags) = crate::parse::parse(source);
+    if crate::parse::rejected_whole(&diags) {
+        return Err(diags);
+    }
     let (analysis, mut more) = check(&program);
     diags.append(&mut more);
     diag::sort(&mut diags);
@@ -385,6 +388,19 @@ pub fn check_source(source: &str) -> Result<Checked, Vec<Diagnostic>> {
         analysis,
         warnings: diags,
     })
+}
+
+/// Every diagnostic of a source text, sorted: syntax, names, types,
+/// limits. The checker is skipped when the whole file was rejected
+/// (too large, nested too deep), since it would only see an empty program.
+pub fn diagnose(source: &str) -> Vec<Diagnostic> {
+    let (program, mut diags) = crate::parse::parse(source);
+    if !crate::parse::rejected_whole(&diags) {
+        let (_, mut more) = check(&program);
+        diags.append(&mut more);
+    }
+    diag::sort(&mut diags);
+    diags
 }
 
 /// Checks a parsed program. Reports every error found; never panics.
@@ -500,6 +516,13 @@ fn is_reserved(name: &str) -> bool {
     builtin_value(name).is_some() || Builtin::by_name(name).is_some()
 }
 
+fn plural(word: &str) -> String {
+    match word.strip_suffix('y') {
+        Some(stem) => format!("{stem}ies"),
+        None => format!("{word}s"),
+    }
+}
+
 /// Edit distance, for "did you mean" hints (inputs are short names).
 fn distance(a: &str, b: &str) -> usize {
     let b: Vec<char> = b.chars().collect();
@@ -572,8 +595,9 @@ impl Checker {
                 Code::ReservedName,
                 name.span,
                 format!(
-                    "`{}` is a built-in name and cannot name a {what}",
-                    name.name
+                    "`{}` is a built-in name and cannot name {} {what}",
+                    name.name,
+                    if what.starts_with('a') { "an" } else { "a" }
                 ),
             );
             self.hint("choose another name");
@@ -588,7 +612,7 @@ impl Checker {
                     format!("`{}` is declared twice", name.name),
                 )
                 .with_note(first, "first declared here")
-                .with_hint(format!("rename or remove one of the two {what}s")),
+                .with_hint(format!("rename or remove one of the two {}", plural(what))),
             );
             return false;
         }
@@ -939,7 +963,7 @@ impl Checker {
             self.err(
                 Code::NotBool,
                 e.span,
-                format!("{what} needs a condition, but this is a {t}"),
+                format!("{what} needs a condition, but this is {t:#}"),
             );
             self.hint("compare it with something, e.g. `x >= 100 USD`");
         }
@@ -1059,7 +1083,7 @@ impl Checker {
                         self.err(
                             Code::EarnType,
                             e.span,
-                            format!("`earn` needs a number of points, but this is a {t}"),
+                            format!("`earn` needs a number of points, but this is {t:#}"),
                         );
                         self.hint(
                             "earn a number, points or money, e.g. `earn floor(tx.amount) points`",
@@ -1085,7 +1109,7 @@ impl Checker {
                         self.err(
                             Code::FactorType,
                             factor.span,
-                            format!("a multiplier must be a number, but this is a {t}"),
+                            format!("a multiplier must be a number, but this is {t:#}"),
                         );
                         self.hint("multiply by a number such as 2 or 1.5");
                     } else if let ExprKind::Literal(Literal::Integer(n)) = &factor.kind {
@@ -1209,12 +1233,12 @@ impl Checker {
                         self.err(
                             Code::OperatorTypes,
                             e.span,
-                            format!("`not` needs a bool, but this is a {t}"),
+                            format!("`not` needs a bool, but this is {t:#}"),
                         );
                         Type::Error
                     }
                     (UnaryOp::Neg, _) => {
-                        self.err(Code::OperatorTypes, e.span, format!("cannot negate a {t}"));
+                        self.err(Code::OperatorTypes, e.span, format!("cannot negate {t:#}"));
                         Type::Error
                     }
                 }
@@ -1297,7 +1321,7 @@ impl Checker {
                                 self.err(
                                     Code::ArgumentType,
                                     v.span,
-                                    format!("cannot sum a {other}"),
+                                    format!("cannot sum {other:#}"),
                                 );
                                 self.hint("sum a number or money, e.g. item.amount");
                                 Type::Error
@@ -1569,7 +1593,7 @@ impl Checker {
                             Code::OperatorTypes,
                             side.span,
                             format!(
-                                "`{}` needs bools on both sides, but this is a {t}",
+                                "`{}` needs bools on both sides, but this is {t:#}",
                                 op.as_str()
                             ),
                         );
@@ -1647,7 +1671,7 @@ impl Checker {
                             self.err(
                                 Code::Membership,
                                 e.span,
-                                format!("cannot look for a {l} in a {r}"),
+                                format!("cannot look for {l:#} in {r:#}"),
                             );
                             self.hint("the value and the list's elements must have the same type");
                         }
@@ -1657,7 +1681,7 @@ impl Checker {
                             Code::Membership,
                             rhs.span,
                             format!(
-                                "`{}` needs a list or a category on its right, not a {other}",
+                                "`{}` needs a list or a category on its right, not {other:#}",
                                 op.as_str()
                             ),
                         );
@@ -1720,7 +1744,7 @@ impl Checker {
                 ListElem::Single(x) => {
                     let t = self.expr(x, ctx);
                     if matches!(t, Type::List(_) | Type::Category) {
-                        self.err(Code::ListType, x.span, format!("a list cannot hold a {t}"));
+                        self.err(Code::ListType, x.span, format!("a list cannot hold {t:#}"));
                         continue;
                     }
                     unify(self, t, x.span, &mut elem_type);
@@ -1739,7 +1763,7 @@ impl Checker {
                             );
                         }
                         None => {
-                            self.err(Code::ListType, span, format!("a range from a {a} to a {b}"));
+                            self.err(Code::ListType, span, format!("a range from {a:#} to {b:#}"));
                         }
                     }
                 }
@@ -1795,7 +1819,7 @@ impl Checker {
                     self.err(
                         Code::ArgumentType,
                         arg.span,
-                        format!("`{}` takes a {want_t} here, not a {t}", func.name),
+                        format!("`{}` takes {want_t:#} here, not {t:#}", func.name),
                     );
                 }
             }
@@ -1838,7 +1862,7 @@ impl Checker {
                             Code::ArgumentType,
                             arg.span,
                             format!(
-                                "`{}` rounds numbers, money or points, not a {other}",
+                                "`{}` rounds numbers, money or points, not {other:#}",
                                 func.name
                             ),
                         );
@@ -1889,7 +1913,7 @@ impl Checker {
                     self.err(
                         Code::ArgumentType,
                         arg.span,
-                        format!("`{}` takes a datetime, not a {t}", func.name),
+                        format!("`{}` takes a datetime, not {t:#}", func.name),
                     );
                     self.hint("e.g. weekday(tx.time)");
                     return Type::Error;
@@ -1985,12 +2009,12 @@ impl Checker {
             let shown = if want == Type::Points {
                 "a whole number of points".to_string()
             } else {
-                format!("a {want}")
+                format!("{want:#}")
             };
             self.err(
                 Code::TestValueType,
                 x.value.span,
-                format!("expected {shown}, not a {t}"),
+                format!("expected {shown}, not {t:#}"),
             );
         }
     }
@@ -2003,7 +2027,7 @@ impl Checker {
                     self.err(
                         Code::TestValueType,
                         e.span,
-                        format!("`{}` is a {want}, not a {t}", f.key.name),
+                        format!("`{}` is {want:#}, not {t:#}", f.key.name),
                     );
                     if *want == Type::Money {
                         self.hint(format!(
@@ -2019,14 +2043,14 @@ impl Checker {
                 self.err(
                     Code::TestValueType,
                     r.span,
-                    format!("`{}` is a {want}, not a record", f.key.name),
+                    format!("`{}` is {want:#}, not a record", f.key.name),
                 );
             }
             RecordValue::List(_, span) => {
                 self.err(
                     Code::TestValueType,
                     *span,
-                    format!("`{}` is a {want}, not a list", f.key.name),
+                    format!("`{}` is {want:#}, not a list", f.key.name),
                 );
             }
         }

@@ -120,6 +120,14 @@ pub fn parse(source: &str) -> (Program, Vec<Diagnostic>) {
     (program, diags)
 }
 
+/// Whether the parse rejected the whole file (too large, nested too deep),
+/// so that later passes have nothing to look at.
+pub fn rejected_whole(diags: &[Diagnostic]) -> bool {
+    diags
+        .iter()
+        .any(|d| matches!(d.code, Code::SourceTooLarge | Code::NestingTooDeep))
+}
+
 /// Finds the first bracket nested deeper than the limit, skipping strings
 /// and comments.
 fn too_deep(source: &str) -> Option<Span> {

@@ -117,7 +117,18 @@ impl Type {
 }
 
 impl fmt::Display for Type {
+    /// `{}` prints the type's name; `{:#}` prints it as a noun phrase with
+    /// its article ("an integer", "money", "a list of string").
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if f.alternate() {
+            return match self {
+                Type::Money => f.write_str("money"),
+                Type::Points => f.write_str("points"),
+                Type::Integer => f.write_str("an integer"),
+                Type::Error => f.write_str("an unknown value"),
+                other => write!(f, "a {other}"),
+            };
+        }
         match self {
             Type::Bool => f.write_str("bool"),
             Type::Integer => f.write_str("integer"),
