@@ -1261,3 +1261,77 @@ pub fn member_view(
         balance: record.map(|r| r.balances.available).unwrap_or_default(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use rust_decimal_macros::dec;
+
+    #[test]
+    fn scaling_is_exact_integer_arithmetic() {
+        // Large values stay exact: floor(1e12 × 999999999999.99 / 1e12).
+        let big = 1_000_000_000_000i64;
+        let scaled =
+            scale_points(Points(big), dec!(999999999999.99), dec!(1000000000000.00)).unwrap();
+        assert_eq!(scaled, Points(big - 1));
+        assert_eq!(
+            scale_points(Points(7), dec!(1), dec!(3)).unwrap(),
+            Points(2)
+        );
+        assert_eq!(
+            scale_points(Points(7), dec!(3), dec!(3)).unwrap(),
+            Points(7)
+        );
+        assert_eq!(
+            scale_points(Points(7), dec!(4), dec!(3)).unwrap(),
+            Points(7)
+        );
+        assert_eq!(
+            scale_points(Points(7), dec!(0), dec!(3)).unwrap(),
+            Points(0)
+        );
+        assert_eq!(
+            scale_points(Points(7), dec!(1), dec!(0)).unwrap(),
+            Points(7)
+        );
+        // Mixed scales: 2.5 of 10.000.
+        assert_eq!(
+            scale_points(Points(10), dec!(2.5), dec!(10.000)).unwrap(),
+            Points(2)
+        );
+        // Counters keep their scale and round toward zero.
+        assert_eq!(
+            scale_decimal(dec!(70.00), dec!(1), dec!(3)).unwrap(),
+            dec!(23.33)
+        );
+        assert_eq!(
+            scale_decimal(dec!(-70.00), dec!(1), dec!(3)).unwrap(),
+            dec!(-23.33)
+        );
+        assert_eq!(scale_decimal(dec!(5), dec!(1), dec!(2)).unwrap(), dec!(2));
+    }
+
+    proptest! {
+        /// However a purchase is refunded in parts, the cumulative clawback
+        /// is never more than the award and exactly the award at the end.
+        #[test]
+        fn cumulative_clawback_never_exceeds_and_completes(
+            points in 0i64..1_000_000,
+            cuts in prop::collection::vec(1u32..100_000, 1..12),
+        ) {
+            let total_cents: u64 = cuts.iter().map(|c| u64::from(*c)).sum();
+            let amount = Decimal::new(total_cents as i64, 2);
+            let mut refunded = Decimal::ZERO;
+            let mut clawed = Points::ZERO;
+            for cut in &cuts {
+                refunded += Decimal::new(i64::from(*cut), 2);
+                let target = scale_points(Points(points), refunded, amount).unwrap();
+                prop_assert!(target >= clawed, "monotonic");
+                clawed = target;
+                prop_assert!(clawed.get() <= points);
+            }
+            prop_assert_eq!(clawed, Points(points));
+        }
+    }
+}
