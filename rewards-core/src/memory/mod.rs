@@ -26,10 +26,10 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 use crate::error::{Error, ReferenceProblem, Result};
 use crate::ids::{MemberId, TxId};
 use crate::ledger::{
-    apply, check_inbox, check_member, member_view, Adjustment, AuditEvent, Command, InboxEntry,
-    LedgerConfig, LedgerEntry, Lot, LotNeed, MemberBalance, MemberRecord, MemberState, Posting,
-    Receipt, RecentEntry, ReconcileReport, RecordNeed, RecordStatus, Redemption, SweepReport,
-    TierReview, TxRecord,
+    apply, check_inbox, check_member, member_view, Adjustment, AuditEvent, BudgetDelta, Command,
+    InboxEntry, LedgerConfig, LedgerEntry, Lot, LotNeed, MemberBalance, MemberRecord, MemberState,
+    Needs, Posting, Receipt, RecentEntry, ReconcileReport, RecordNeed, RecordStatus, Redemption,
+    SweepReport, TierReview, TxRecord,
 };
 use crate::member::{MemberProfile, MemberView};
 use crate::outcome::Outcome;
@@ -68,10 +68,9 @@ impl MemberSlot {
     fn state(
         &self,
         member: &MemberId,
-        command: &Command<'_>,
+        needs: &Needs,
         budgets: &HashMap<Arc<str>, Points>,
     ) -> MemberState {
-        let needs = command.needs();
         let mut state = MemberState::new(member.clone());
         if let Some(record) = &self.record {
             state.member = record.clone();
@@ -322,16 +321,14 @@ impl MemoryStore {
             lock(self.shard(&inbox.id)).insert(inbox.id.clone(), inbox.clone());
         }
         if !entry.budgets.is_empty() {
-            let mut budgets = lock(&self.budgets);
-            for b in &entry.budgets {
-                let used = budgets.entry(b.budget.clone()).or_default();
-                *used = Points(used.get().saturating_add(b.delta.get()));
-            }
+            add_budget_deltas(&mut lock(&self.budgets), &entry.budgets);
         }
     }
 
     /// Runs one command under the member's lock: inbox check, apply, log,
-    /// fold. `Ok(Err(receipt))` is a duplicate's stored receipt.
+    /// fold. Budgets read to trim claims stay locked until the entry is
+    /// folded (also across the log write), so two writers never both see
+    /// the same room.
     fn execute(&self, command: &Command<'_>) -> Result<Executed> {
         let member = command.member().clone();
         let slot = self.slot_or_new(&member);
@@ -347,10 +344,9 @@ impl MemoryStore {
                 return Ok(Executed::Duplicate(receipt));
             }
         }
-        // Budgets read for trimming stay locked until the entry is folded.
         let mut budgets = (!needs.budgets.is_empty()).then(|| lock(&self.budgets));
         let empty = HashMap::new();
-        let state = slot.state(&member, command, budgets.as_deref().unwrap_or(&empty));
+        let state = slot.state(&member, &needs, budgets.as_deref().unwrap_or(&empty));
         let Some(entry) = apply(&state, command, &self.config)? else {
             return Ok(Executed::Nothing(state.member));
         };
@@ -364,10 +360,7 @@ impl MemoryStore {
                 Some(guard) => guard,
                 None => lock(&self.budgets),
             };
-            for b in &entry.budgets {
-                let used = guard.entry(b.budget.clone()).or_default();
-                *used = Points(used.get().saturating_add(b.delta.get()));
-            }
+            add_budget_deltas(&mut guard, &entry.budgets);
         }
         Ok(Executed::Applied(Box::new(entry)))
     }
@@ -429,6 +422,13 @@ impl MemoryStore {
             .ok_or_else(|| Error::not_found(format!("member {member}")))?;
         let slot = lock(&slot);
         f(&slot).ok_or_else(|| Error::not_found(format!("member {member}")))
+    }
+}
+
+fn add_budget_deltas(used: &mut HashMap<Arc<str>, Points>, deltas: &[BudgetDelta]) {
+    for b in deltas {
+        let points = used.entry(b.budget.clone()).or_default();
+        *points = Points(points.get().saturating_add(b.delta.get()));
     }
 }
 
