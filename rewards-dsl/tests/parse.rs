@@ -201,3 +201,40 @@ fn syntax_errors_say_what_was_expected() {
     assert!(text.contains("t.rwd:2:12"), "{text}");
     assert!(text.contains("expected an expression"), "{text}");
 }
+
+#[test]
+fn a_huge_source_is_rejected_whole() {
+    let src = "# padding\n".repeat(rewards_dsl::limits::MAX_SOURCE_BYTES / 10 + 1);
+    let (program, diags) = parse(&src);
+    assert!(program.items.is_empty());
+    assert_eq!(diags.len(), 1);
+    assert_eq!(diags[0].code, Code::SourceTooLarge);
+    // The checker is skipped: no "missing declaration" noise.
+    let all = rewards_dsl::check::diagnose(&src);
+    assert_eq!(all.len(), 1, "{all:#?}");
+}
+
+#[test]
+fn long_lists_and_many_items_hit_limits() {
+    let list: Vec<String> = (0..=rewards_dsl::limits::MAX_LIST_LEN)
+        .map(|i| (i % 9999).to_string())
+        .collect();
+    let src = format!("category big = mcc in [{}]", list.join(", "));
+    let (_, diags) = parse(&src);
+    assert_eq!(diags[0].code, Code::TooMany, "{diags:#?}");
+    let src = "group g takes best\n".repeat(rewards_dsl::limits::MAX_ITEMS + 1);
+    let (program, diags) = parse(&src);
+    assert_eq!(program.items.len(), rewards_dsl::limits::MAX_ITEMS);
+    assert_eq!(diags[0].code, Code::TooMany);
+}
+
+#[test]
+fn spans_exclude_trailing_comments() {
+    let src = "tier gold   # the top\n\ntier silver\n";
+    let (program, diags) = parse(src);
+    assert!(diags.is_empty());
+    assert_eq!(
+        &src[program.items[0].span.start..program.items[0].span.end],
+        "tier gold"
+    );
+}
