@@ -121,3 +121,52 @@ fn examples_check_clean_and_are_formatted() {
         assert_clean_and_formatted(&path);
     }
 }
+
+/// The ```rwd blocks of the language reference.
+fn doc_blocks(doc: &str) -> Vec<String> {
+    let mut blocks = Vec::new();
+    let mut current: Option<String> = None;
+    for line in doc.lines() {
+        match (&mut current, line.trim_start()) {
+            (None, "```rwd") => current = Some(String::new()),
+            (Some(block), "```") => {
+                blocks.push(std::mem::take(block));
+                current = None;
+            }
+            (Some(block), _) => {
+                block.push_str(line);
+                block.push('\n');
+            }
+            _ => {}
+        }
+    }
+    blocks
+}
+
+#[test]
+fn every_example_in_the_language_reference_parses() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/language.md");
+    let doc = std::fs::read_to_string(path).unwrap();
+    let blocks = doc_blocks(&doc);
+    assert!(blocks.len() >= 10, "only {} examples", blocks.len());
+    for block in blocks {
+        let (_, diags) = rewards_dsl::parse(&block);
+        assert!(diags.is_empty(), "{block}\n{diags:#?}");
+    }
+    // The first block is a whole program: it also checks clean.
+    let first = doc_blocks(&doc).remove(0);
+    let (rendered, codes) = render("language.md", &first);
+    assert!(codes.is_empty(), "{rendered}");
+}
+
+#[test]
+fn every_code_is_documented() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/diagnostics.md");
+    let doc = std::fs::read_to_string(path).unwrap();
+    for code in Code::ALL {
+        assert!(
+            doc.contains(&format!("\n## {code}\n")),
+            "{code} is not in docs/diagnostics.md"
+        );
+    }
+}
