@@ -176,6 +176,53 @@ async fn bad_lines_go_to_the_dead_letter_file_with_reasons_and_the_rest_is_appli
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn non_utf8_and_oversized_lines_are_dead_lettered_not_fatal() {
+    let store = Arc::new(MemoryStore::default());
+    let s = setup(store.clone(), PointsPerUnit::new(1, 1).arc()).await;
+    let mut bytes = Vec::new();
+    bytes.extend_from_slice(purchase("u-1", "m-1", "5.00").as_bytes());
+    bytes.extend_from_slice(b"\n\xff\xfe not utf-8\r\n");
+    bytes.extend_from_slice(&vec![
+        b'x';
+        rewards_runtime::source::jsonl::MAX_LINE_BYTES + 100
+    ]);
+    bytes.push(b'\n');
+    bytes.extend_from_slice(purchase("u-2", "m-1", "6.00").as_bytes());
+    let path = s.dir.path().join("tx.jsonl");
+    tokio::fs::write(&path, &bytes).await.expect("write");
+    let mut source = JsonLinesSource::open(&path).await.expect("open");
+    let report = s
+        .pipeline
+        .run(&mut source, std::future::pending())
+        .await
+        .expect("run");
+    assert_eq!(report.received, 4);
+    assert_eq!(report.applied, 2);
+    assert_eq!(report.dead_lettered, 2);
+    assert_eq!(available(store.as_ref(), "m-1").await, 11);
+    let letters: Vec<_> = read_dead_letter_file(s.dir.path().join("dead.jsonl"))
+        .await
+        .expect("read")
+        .into_iter()
+        .map(|r| r.expect("record"))
+        .collect();
+    assert_eq!(letters.len(), 2);
+    let by_origin = |line: u32| {
+        letters
+            .iter()
+            .find(|l| l.origin.ends_with(&format!(":{line}")))
+            .expect("letter")
+    };
+    assert_eq!(by_origin(2).payload, b"\xff\xfe not utf-8");
+    assert!(by_origin(2).reason.message.contains("UTF-8"));
+    assert_eq!(
+        by_origin(3).payload.len(),
+        rewards_runtime::source::jsonl::MAX_LINE_BYTES
+    );
+    assert!(by_origin(3).reason.message.contains("bytes"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_duplicate_is_applied_once_and_a_conflicting_one_is_dead_lettered() {
     let store = Arc::new(MemoryStore::default());
     let s = setup(store.clone(), PointsPerUnit::new(1, 1).arc()).await;

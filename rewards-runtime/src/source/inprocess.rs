@@ -125,9 +125,13 @@ impl Source for InProcessSource {
                 Ack::new(ReplyAck(submission.reply)),
             ));
         }
-        // Refuse what is still queued: its submitters get `Closed`-like
-        // `Abandoned` answers instead of waiting for ever.
+        // Refuse new submissions, and answer those still queued with
+        // `Abandoned` (their reply channel is dropped) rather than leaving
+        // them waiting.
         self.rx.close();
+        while let Ok(submission) = self.rx.try_recv() {
+            drop(submission);
+        }
         Ok(())
     }
 }

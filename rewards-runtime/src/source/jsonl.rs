@@ -1,6 +1,10 @@
 //! JSON lines: one transaction per line, from a file, stdin or any reader;
 //! and dead-letter files read back for re-processing.
 //!
+//! Lines are read as bytes: a line that is not UTF-8 or not JSON is a
+//! decode error like any other (dead-lettered, the run goes on). A line is
+//! kept up to [`MAX_LINE_BYTES`]; the rest of a longer one is skipped and the
+//! truncated line fails to decode (its size exceeds the transaction limit).
 //! Blank lines are skipped. Acknowledgements are tracked per line so a
 //! caller can tell how far the file is durably processed
 //! ([`LineProgress::done_through`]: every line up to it is acknowledged),
@@ -10,12 +14,18 @@ use async_trait::async_trait;
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
-use tokio::io::{AsyncBufRead, AsyncBufReadExt, BufReader, Lines};
+use tokio::io::{AsyncBufRead, AsyncBufReadExt, BufReader};
+
+use rewards_core::limits::MAX_TX_BYTES;
 
 use crate::deadletter::DeadLetter;
 use crate::shutdown::ShutdownSignal;
 use crate::source::{Ack, AckHandle, Delivery, Disposition, Feed, Origin, Payload, Source};
 use crate::RuntimeError;
+
+/// Longest line kept (a dead-letter record wraps a transaction of at most
+/// `MAX_TX_BYTES`, escaped).
+pub const MAX_LINE_BYTES: usize = 4 * MAX_TX_BYTES + 1;
 
 /// How far a line source got.
 #[derive(Debug, Default)]
@@ -110,7 +120,10 @@ enum LineFormat {
 /// A JSON-lines source.
 pub struct JsonLinesSource {
     name: Arc<str>,
-    lines: Lines<Box<dyn AsyncBufRead + Send + Unpin>>,
+    reader: Box<dyn AsyncBufRead + Send + Unpin>,
+    /// The line being read (kept across cancelled reads).
+    line: Vec<u8>,
+    line_no: u64,
     format: LineFormat,
     skip_through: u64,
     progress: Arc<LineProgress>,
@@ -130,7 +143,9 @@ impl JsonLinesSource {
     pub fn from_reader(name: &str, reader: impl AsyncBufRead + Send + Unpin + 'static) -> Self {
         JsonLinesSource {
             name: Arc::from(name),
-            lines: (Box::new(reader) as Box<dyn AsyncBufRead + Send + Unpin>).lines(),
+            reader: Box::new(reader),
+            line: Vec::new(),
+            line_no: 0,
             format: LineFormat::Transaction,
             skip_through: 0,
             progress: Arc::new(LineProgress::default()),
@@ -171,7 +186,32 @@ impl JsonLinesSource {
         self.progress.clone()
     }
 
-    fn delivery(&self, line_no: u64, line: String) -> Delivery {
+    /// Reads the next line into `self.line` (without its end of line);
+    /// `false` at the end of the input. Cancel-safe: a partial line stays in
+    /// `self.line` and the next call continues it.
+    async fn next_line(&mut self) -> std::io::Result<bool> {
+        loop {
+            let available = self.reader.fill_buf().await?;
+            if available.is_empty() {
+                return Ok(!self.line.is_empty());
+            }
+            let (chunk, used, done) = match available.iter().position(|&b| b == b'\n') {
+                Some(i) => (&available[..i], i + 1, true),
+                None => (available, available.len(), false),
+            };
+            let room = MAX_LINE_BYTES.saturating_sub(self.line.len());
+            self.line.extend_from_slice(&chunk[..chunk.len().min(room)]);
+            self.reader.consume(used);
+            if done {
+                if self.line.last() == Some(&b'\r') {
+                    self.line.pop();
+                }
+                return Ok(true);
+            }
+        }
+    }
+
+    fn delivery(&self, line_no: u64, line: Vec<u8>) -> Delivery {
         let origin = Origin::Line {
             source: self.name.clone(),
             line: line_no,
@@ -181,15 +221,15 @@ impl JsonLinesSource {
             line: line_no,
         });
         let (payload, key) = match self.format {
-            LineFormat::Transaction => (line.into_bytes(), None),
-            LineFormat::DeadLetter => match serde_json::from_str(&line)
+            LineFormat::Transaction => (line, None),
+            LineFormat::DeadLetter => match serde_json::from_slice(&line)
                 .map_err(|e| e.to_string())
                 .and_then(|v| DeadLetter::from_json(&v))
             {
                 Ok(letter) => (letter.payload, letter.key),
                 // Not a record: pass the line on; it fails to decode as a
                 // transaction and lands in the new dead letters, visibly.
-                Err(_) => (line.into_bytes(), None),
+                Err(_) => (line, None),
             },
         };
         let mut delivery = Delivery::new(Payload::Bytes(payload), origin, ack);
@@ -205,7 +245,6 @@ impl Source for JsonLinesSource {
     }
 
     async fn run(&mut self, feed: Feed, mut stop: ShutdownSignal) -> Result<(), RuntimeError> {
-        let mut line_no = 0u64;
         loop {
             // Wait for room first, so a stop never loses a line already read.
             let permit = tokio::select! {
@@ -217,26 +256,24 @@ impl Source for JsonLinesSource {
                 },
             };
             let line = loop {
-                // `next_line` is cancel-safe.
-                let next = tokio::select! {
+                let more = tokio::select! {
                     biased;
                     () = stop.wait() => return Ok(()),
-                    next = self.lines.next_line() => next,
+                    more = self.next_line() => more,
                 };
-                match next.map_err(|e| RuntimeError::Source(format!("{}: {e}", self.name)))? {
-                    None => return Ok(()),
-                    Some(line) => {
-                        line_no += 1;
-                        if line_no <= self.skip_through || line.trim().is_empty() {
-                            self.progress.skipped_line(line_no);
-                            continue;
-                        }
-                        break line;
-                    }
+                if !more.map_err(|e| RuntimeError::Source(format!("{}: {e}", self.name)))? {
+                    return Ok(());
                 }
+                self.line_no += 1;
+                let line = std::mem::take(&mut self.line);
+                if self.line_no <= self.skip_through || line.iter().all(u8::is_ascii_whitespace) {
+                    self.progress.skipped_line(self.line_no);
+                    continue;
+                }
+                break line;
             };
-            self.progress.delivered_line(line_no);
-            permit.send(self.delivery(line_no, line));
+            self.progress.delivered_line(self.line_no);
+            permit.send(self.delivery(self.line_no, line));
         }
     }
 }
