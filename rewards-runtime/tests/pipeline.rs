@@ -639,3 +639,29 @@ async fn expiry_runs_at_due_instants_and_is_idempotent_across_daemons() {
         .render_prometheus()
         .contains("rewards_job_runs_total{job=\"expiry\"} 3"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_job_runner_runs_on_schedule_until_stopped() {
+    let store = Arc::new(MemoryStore::default());
+    let metrics = Arc::new(Metrics::new());
+    let runner = JobRunner::new(store, metrics.clone()).with_schedule(vec![
+        rewards_runtime::jobs::JobSchedule {
+            job: JobKind::PendingRelease,
+            every: Duration::from_millis(200),
+        },
+    ]);
+    let (trigger, signal) = rewards_runtime::shutdown_channel();
+    let task = tokio::spawn(async move { runner.run(signal).await });
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while metrics.job_runs(JobKind::PendingRelease) < 3 {
+        assert!(std::time::Instant::now() < deadline, "the job did not run");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    trigger.trigger();
+    task.await.expect("the runner stops");
+    assert_eq!(
+        metrics.job_runs(JobKind::Expiry),
+        0,
+        "only scheduled jobs run"
+    );
+}
