@@ -240,8 +240,6 @@ pub struct Metrics {
     pub offset_commit_errors: AtomicU64,
     /// Program reloads (plan swaps).
     pub plan_swaps: AtomicU64,
-    /// Outbox rows published.
-    pub outbox_published: AtomicU64,
     job_runs: [AtomicU64; 4],
     job_failures: [AtomicU64; 4],
     /// Evaluation time per transaction, microseconds.
@@ -282,7 +280,6 @@ impl Metrics {
             offset_commits: AtomicU64::new(0),
             offset_commit_errors: AtomicU64::new(0),
             plan_swaps: AtomicU64::new(0),
-            outbox_published: AtomicU64::new(0),
             job_runs: std::array::from_fn(|_| AtomicU64::new(0)),
             job_failures: std::array::from_fn(|_| AtomicU64::new(0)),
             evaluation_us: Histogram::new(&LATENCY_BUCKETS_US),
@@ -430,12 +427,6 @@ impl Metrics {
             "rewards_plan_swaps_total",
             "Ruleset plans swapped in by hot reload.",
             load(&self.plan_swaps),
-        );
-        counter(
-            &mut out,
-            "rewards_outbox_published_total",
-            "Outbox rows published to the outcomes topic.",
-            load(&self.outbox_published),
         );
         header(
             &mut out,
