@@ -8,18 +8,38 @@
 //! - [`diag`]: diagnostic codes and rendering;
 //! - [`fmt`]: the canonical formatter;
 //! - [`limits`]: the bounds every accepted program respects.
+//!
+//! Back end (semantics: `docs/semantics.md`):
+//! - [`compile`]: checked program → immutable [`Plan`] (flat nodes, folded
+//!   constants, rules pre-indexed by kind and MCC, content hash);
+//! - [`host`]: typed host functions registered from Rust;
+//! - [`eval`]: `Plan::evaluate` → `Outcome`, tier reviews;
+//! - [`explain`]: why and why not, and a human-readable rendering;
+//! - [`testing`]: runs a program's `test` blocks with rule coverage;
+//! - [`value`]: runtime values.
 
 #![deny(missing_docs)]
 
 pub mod ast;
 pub mod check;
+pub mod compile;
 pub mod diag;
+pub mod eval;
+pub mod explain;
 pub mod fmt;
+pub mod host;
 pub mod limits;
 pub mod parse;
+pub mod plan;
+pub mod testing;
 pub mod types;
+pub mod value;
 
 pub use check::{check, check_source, Checked};
+pub use compile::{compile, compile_source, CompileOptions};
 pub use diag::{Code, Diagnostic, Severity};
+pub use eval::TierDecision;
 pub use fmt::fmt;
+pub use host::HostFunctions;
 pub use parse::parse;
+pub use plan::{EvalError, Plan};
