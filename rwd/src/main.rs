@@ -9,9 +9,14 @@
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
+mod balance;
 mod check;
 mod files;
 mod fmt;
+mod generate;
+mod history;
+mod replay;
+mod state;
 
 /// Check, format and run loyalty rulesets written in the `.rwd` language.
 #[derive(Debug, Parser)]
@@ -27,6 +32,14 @@ enum Command {
     Check(check::Args),
     /// Format rulesets in place (with --check: only report).
     Fmt(fmt::Args),
+    /// Run a transaction file through a ruleset into a state folder (a backtest).
+    Replay(replay::Args),
+    /// Show a member's balances and tier from a replayed state folder.
+    Balance(balance::Args),
+    /// Show a member's postings from a replayed state folder.
+    History(history::Args),
+    /// Write a seeded day of realistic transactions as JSON lines.
+    Generate(generate::Args),
 }
 
 fn main() -> ExitCode {
@@ -34,5 +47,9 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Check(args) => check::run(args),
         Command::Fmt(args) => fmt::run(args),
+        Command::Replay(args) => replay::run(args),
+        Command::Balance(args) => balance::run(args),
+        Command::History(args) => history::run(args),
+        Command::Generate(args) => generate::run(args),
     }
 }
