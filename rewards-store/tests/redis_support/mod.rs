@@ -11,7 +11,7 @@
 //! start` brings up the project's cluster on 7000-7002; when that script is
 //! missing, the test starts a private 3-master cluster on free ports.
 
-#![allow(dead_code)]
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -241,9 +241,10 @@ impl TestCluster {
             .collect::<Vec<_>>()
             .join(" ");
         // Several test processes may get here at once: `flock` serialises
-        // them (the script is a no-op once the cluster is healthy).
+        // them (the script is a no-op once the cluster is healthy). `-o`:
+        // the daemonised nodes must not inherit the lock.
         let status = Command::new("flock")
-            .arg("/tmp/rewards-redis-cluster.lock")
+            .args(["-o", "-w", "120", "/tmp/rewards-redis-cluster-start.lock"])
             .arg(&script)
             .arg("start")
             .env("REDIS_CLUSTER_PORTS", ports)
@@ -321,4 +322,42 @@ impl Drop for PrivateCluster {
             let _ = child.wait();
         }
     }
+}
+
+/// A cache config for the shared server under a fresh prefix: short TTLs
+/// so that keys left by a failed test expire on their own.
+pub fn single_config(test: &str) -> rewards_store::redis::RedisCacheConfig {
+    test_config(
+        rewards_store::redis::RedisCacheConfig::single(shared_redis_url()),
+        test,
+    )
+}
+
+/// A cache config for `cluster` under a fresh prefix.
+pub fn cluster_config(cluster: &TestCluster, test: &str) -> rewards_store::redis::RedisCacheConfig {
+    test_config(
+        rewards_store::redis::RedisCacheConfig::cluster(cluster.nodes.clone()),
+        test,
+    )
+}
+
+/// A cache config for a private server.
+pub fn private_config(server: &PrivateRedis, test: &str) -> rewards_store::redis::RedisCacheConfig {
+    test_config(
+        rewards_store::redis::RedisCacheConfig::single(server.url()),
+        test,
+    )
+}
+
+fn test_config(
+    config: rewards_store::redis::RedisCacheConfig,
+    test: &str,
+) -> rewards_store::redis::RedisCacheConfig {
+    let mut config = config.key_prefix(unique_prefix(test));
+    config.entry_ttl = Some(Duration::from_secs(600));
+    config.tombstone_ttl = Duration::from_secs(600);
+    // Generous bounds: the machines are shared and busy.
+    config.op_timeout = Duration::from_secs(2);
+    config.connect_timeout = Duration::from_secs(2);
+    config
 }
