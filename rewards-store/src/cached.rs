@@ -684,6 +684,12 @@ where
     /// Evicts `member` with a guard at `version`; when that fails too,
     /// records the member as dirty.
     async fn evict_or_mark(&self, member: &MemberId, version: u64) {
+        if self.inner.breaker.state() != BreakerState::Closed {
+            // The breaker opened (maybe on this very failure): leave Redis
+            // alone, the repair will evict.
+            self.inner.breaker.mark_dirty(member);
+            return;
+        }
         let bound = self.inner.config.write_through_timeout;
         match self
             .call(bound, self.inner.cache.evict(member, version))
@@ -810,10 +816,16 @@ where
             WarmPlan::MostRecent(n) => {
                 let mut latest: Vec<(DateTime<Utc>, u64, MemberId)> = Vec::new();
                 for member in members {
-                    if let Some(entry) = self.inner.store.recent(member, 1).await?.first() {
-                        latest.push((entry.time, entry.version, member.clone()));
-                    } else {
-                        report.skipped += 1;
+                    match self.inner.store.recent(member, 1).await {
+                        Ok(entries) => match entries.first() {
+                            Some(entry) => latest.push((entry.time, entry.version, member.clone())),
+                            None => report.skipped += 1,
+                        },
+                        Err(e) if e.kind() == ErrorKind::NotFound => report.skipped += 1,
+                        Err(e) => {
+                            tracing::warn!(member = %member, error = %e, "warming: store read failed");
+                            report.failed += 1;
+                        }
                     }
                 }
                 latest.sort_by(|a, b| b.cmp(a));

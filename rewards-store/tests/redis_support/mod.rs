@@ -112,6 +112,14 @@ impl PrivateRedis {
         self.port
     }
 
+    /// The process id of the running server.
+    pub fn pid(&self) -> u32 {
+        self.child
+            .as_ref()
+            .expect("the private redis is running")
+            .id()
+    }
+
     /// Kills the server (as a crash would: no shutdown handshake).
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
