@@ -363,7 +363,7 @@ pub struct AggregateDecl {
 }
 
 /// What a member aggregate accumulates.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Measure {
     /// Sum of amounts (money), net of refunds.
     Spend,
@@ -391,7 +391,7 @@ pub struct WindowSpec {
 }
 
 /// The windows of caps and aggregates; all computed in the ruleset's zone.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum WindowKind {
     /// `day`
     Day,
