@@ -759,6 +759,10 @@ where
             Err(e) if e.kind() == ErrorKind::NotFound => 0,
             Err(e) => return Err(e),
         };
+        if self.inner.breaker.state() != BreakerState::Closed {
+            // The repair evicts it once Redis is back.
+            return Ok(());
+        }
         let bound = self.inner.config.write_through_timeout;
         if self
             .call(bound, self.inner.cache.evict(member, version))
