@@ -33,11 +33,12 @@ async fn migrating_twice_applies_once() {
         "budgets",
         "counters",
         "events",
+        "inbox",
         "lots",
         "members",
         "postings",
+        "rulesets",
         "schema_migrations",
-        "transactions",
     ] {
         assert!(tables.iter().any(|t| t == table), "{table} in {tables:?}");
     }

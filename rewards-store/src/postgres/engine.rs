@@ -239,9 +239,9 @@ async fn unit_in(
         tx.prepare_cached(&sql.lock_budgets),
     )
     .map_err(pg("prepare loads"))?;
-    let (_, member_rows, inbox_rows, original_rows, lapsed_rows, _, budget_rows) =
+    let (created_rows, member_rows, inbox_rows, original_rows, lapsed_rows, _, budget_rows) =
         tokio::try_join!(
-            async { tx.execute(&ensure_m, &[&member_ids]).await },
+            async { tx.query(&ensure_m, &[&member_ids]).await },
             async { tx.query(&lock_m, &[&member_ids]).await },
             async {
                 if request_ids.is_empty() {
@@ -280,6 +280,12 @@ async fn unit_in(
         )
         .map_err(pg("load member state"))?;
 
+    // Members this unit created: dropped again at the end unless an entry
+    // was written for them (a refused request leaves no member behind).
+    let mut created: Vec<i64> = Vec::with_capacity(created_rows.len());
+    for row in &created_rows {
+        created.push(row.try_get(0).map_err(pg("read new member key"))?);
+    }
     let mut members: HashMap<MemberId, Member> = HashMap::with_capacity(member_rows.len());
     let mut by_key: HashMap<i64, MemberId> = HashMap::with_capacity(member_rows.len());
     for row in &member_rows {
@@ -444,7 +450,13 @@ async fn unit_in(
 
     // ---- write ----
     let new_stamps = resolve_rulesets(tx, sql, rulesets, &writes).await?;
-    write_all(tx, sql, rulesets, &new_stamps, &members, writes).await?;
+    created.retain(|key| {
+        by_key
+            .get(key)
+            .and_then(|id| members.get(id))
+            .is_some_and(|m| !m.changed)
+    });
+    write_all(tx, sql, rulesets, &new_stamps, &members, &created, writes).await?;
     Ok((results, new_stamps))
 }
 
@@ -666,8 +678,18 @@ async fn write_all(
     rulesets: &RulesetCache,
     new_stamps: &[(RulesetStamp, i32)],
     members: &HashMap<MemberId, Member>,
+    unused_new_members: &[i64],
     writes: Writes,
 ) -> Result<(), UnitError> {
+    if !unused_new_members.is_empty() {
+        let drop = tx
+            .prepare_cached(&sql.drop_new_members)
+            .await
+            .map_err(pg("prepare drop members"))?;
+        tx.execute(&drop, &[&unused_new_members])
+            .await
+            .map_err(pg("drop unused members"))?;
+    }
     // inbox rows, with the request's own record when it has one
     let mut records = writes.records;
     let n = writes.inbox.len();

@@ -10,6 +10,7 @@
 pub(crate) struct Sql {
     // ---- load (inside the unit's transaction) ----
     pub ensure_members: String,
+    pub drop_new_members: String,
     pub lock_members: String,
     pub inbox_rows: String,
     pub original_rows: String,
@@ -54,7 +55,10 @@ impl Sql {
             ensure_members: format!(
                 "INSERT INTO {s}.members (member_id) \
                  SELECT id FROM unnest($1::text[]) AS u(id) ORDER BY id \
-                 ON CONFLICT (member_id) DO NOTHING"
+                 ON CONFLICT (member_id) DO NOTHING RETURNING member_key"
+            ),
+            drop_new_members: format!(
+                "DELETE FROM {s}.members WHERE member_key = ANY($1::bigint[]) AND version = 0"
             ),
             lock_members: format!(
                 "SELECT member_key, member_id, version, posting_seq, available, pending, \
