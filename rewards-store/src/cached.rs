@@ -32,6 +32,7 @@
 //! Maintenance (probe, repair) runs in a background task spawned when it is
 //! due, or when the host calls [`CachedStore::maintain`].
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -881,9 +882,42 @@ where
 
     async fn append_batch(&self, items: &[(Transaction, Outcome)]) -> Result<Vec<Result<Receipt>>> {
         let results = self.inner.store.append_batch(items).await?;
+        // One chain of write-throughs per member, in commit order; the
+        // chains run concurrently, so the batch costs about one round trip
+        // per entry of its busiest member rather than one per item (both
+        // connection kinds pipeline concurrent requests).
+        let mut chains: Vec<Vec<(Receipt, DateTime<Utc>)>> = Vec::new();
+        let mut chain_of: HashMap<&MemberId, usize> = HashMap::new();
         for ((tx, _), result) in items.iter().zip(&results) {
             if let Ok(receipt) = result {
-                self.after_receipt(receipt, tx.time).await;
+                let index = *chain_of.entry(&tx.member).or_insert_with(|| {
+                    chains.push(Vec::new());
+                    chains.len() - 1
+                });
+                chains[index].push((receipt.clone(), tx.time));
+            }
+        }
+        if chains.len() <= 1 {
+            for (receipt, time) in chains.iter().flatten() {
+                self.after_receipt(receipt, *time).await;
+            }
+        } else {
+            let mut tasks = tokio::task::JoinSet::new();
+            for chain in chains {
+                let this = self.clone();
+                tasks.spawn(async move {
+                    for (receipt, time) in &chain {
+                        this.after_receipt(receipt, *time).await;
+                    }
+                });
+            }
+            while let Some(joined) = tasks.join_next().await {
+                if let Err(e) = joined {
+                    // A panicked write-through task: its members may hold
+                    // anything, so drop the cache for safety.
+                    tracing::error!(error = %e, "a write-through task failed");
+                    self.inner.breaker.mark_all_dirty();
+                }
             }
         }
         Ok(results)

@@ -425,3 +425,33 @@ async fn a_tier_review_guards_the_entry() {
     );
     cached.cache().inner.clear().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_writes_through_every_member_in_order() {
+    let cached = setup("batch", 5);
+    let s = Scope::new("batch");
+    let members: Vec<MemberId> = (0..6).map(|i| s.member(&format!("m{i}"))).collect();
+    let mut items = Vec::new();
+    for round in 0..4 {
+        for m in &members {
+            let p = purchase(&s.id(&format!("{m}-{round}")), m, "10.00", year(2090));
+            let o = outcome(&p, &[("base", 1 + round)]);
+            items.push((p, o));
+        }
+    }
+    let results = cached.append_batch(&items).await.unwrap();
+    assert!(results.iter().all(|r| r.is_ok()));
+    let health = cached.health();
+    assert_eq!(health.write_throughs, 24, "{health:?}");
+    assert_eq!(health.write_through_guards, 0, "{health:?}");
+    for m in &members {
+        let entry = raw(&cached, m).await.expect("written through");
+        assert_eq!(entry.version, 4, "{m}");
+        assert_eq!(entry.balances.available.get(), 1 + 2 + 3 + 4, "{m}");
+        entry_matches_store(&cached, m).await;
+    }
+    // The same batch again: duplicates, nothing written.
+    cached.append_batch(&items).await.unwrap();
+    assert_eq!(cached.health().write_throughs, 24);
+    cached.cache().inner.clear().await.unwrap();
+}
