@@ -44,6 +44,7 @@ use rewards_core::ledger::{
     Adjustment, AuditEvent, Balances, MemberBalance, Posting, Receipt, RecentEntry,
     ReconcileReport, Redemption, SweepReport, TierReview,
 };
+use rewards_core::memory::MemoryCache;
 use rewards_core::store::{BalanceCache, CachePut, CachedMember, MAX_PAGE_ROWS};
 use rewards_core::{
     CounterKey, LedgerStore, MemberId, MemberProfile, MemberView, Outcome, Points, Transaction,
@@ -132,6 +133,23 @@ pub trait CacheBackend: BalanceCache {
             CachePut::Written => ApplyOutcome::Written,
             CachePut::Stale { current } => ApplyOutcome::Stale { current },
         })
+    }
+}
+
+/// How many recent entries [`CachedStore`] keeps per member in the core's
+/// in-memory cache.
+pub const MEMORY_CACHE_RECENT: usize = 20;
+
+/// The core's in-memory cache behind the wrapper (a single-process
+/// deployment, tests): commits are applied with the default `get`/`put`.
+#[async_trait]
+impl CacheBackend for MemoryCache {
+    fn recent_capacity(&self) -> usize {
+        MEMORY_CACHE_RECENT
+    }
+
+    async fn ping(&self) -> Result<()> {
+        Ok(())
     }
 }
 

@@ -455,3 +455,40 @@ async fn a_batch_writes_through_every_member_in_order() {
     assert_eq!(cached.health().write_throughs, 24);
     cached.cache().inner.clear().await.unwrap();
 }
+
+/// The wrapper over the core's in-memory cache (the default `apply_commit`
+/// built from `get`/`put`/`evict`): the whole conformance suite, then every
+/// cached entry equals the store.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_in_memory_cache_behind_the_wrapper_conforms() {
+    use rewards_core::memory::MemoryCache;
+    let cached = CachedStore::new(
+        MemoryStore::new(LedgerConfig::default()),
+        MemoryCache::new(),
+        CachedStoreConfig::default(),
+    );
+    let ttl = LedgerConfig::default().authorization_ttl();
+    rewards_core::conformance::run_all(Arc::new(cached.clone()), ttl).await;
+    let mut entries = 0;
+    for m in cached.store().members() {
+        let Ok(b) = cached.store().balance(&m).await else {
+            continue;
+        };
+        assert_eq!(cached.balance(&m).await.unwrap(), b, "{m}");
+        let entry = BalanceCache::get(cached.cache(), &m)
+            .await
+            .unwrap()
+            .unwrap();
+        let recent = cached.store().recent(&m, 20).await.unwrap();
+        assert_eq!(
+            (entry.version, entry.balances, &entry.recent),
+            (b.version, b.balances, &recent),
+            "{m}"
+        );
+        entries += 1;
+    }
+    assert!(entries > 20);
+    let health = cached.health();
+    assert!(health.write_throughs > 0 && health.hits > 0, "{health:?}");
+    assert_eq!(health.errors, 0);
+}
