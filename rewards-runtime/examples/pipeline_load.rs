@@ -15,9 +15,8 @@
 #[path = "../tests/common/mod.rs"]
 mod common;
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use rewards_core::memory::MemoryStore;
 use rewards_core::Transaction;
@@ -161,6 +160,8 @@ async fn kafka(
     use rdkafka::config::ClientConfig;
     use rdkafka::producer::{FutureProducer, FutureRecord};
     use rewards_runtime::kafka::{create_topics, KafkaConfig, KafkaSource};
+    use std::sync::atomic::Ordering;
+    use std::time::Duration;
 
     let rate: u64 = arg(args, 2, 1000).max(1);
     let seconds: u64 = arg(args, 3, 10).max(1);
