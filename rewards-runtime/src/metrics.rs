@@ -234,6 +234,8 @@ pub struct Metrics {
     pub in_flight: AtomicI64,
     /// Consumer lag in messages, summed over assigned partitions (-1: unknown).
     pub consumer_lag: AtomicI64,
+    /// Times the Kafka consumer paused its partitions for a store outage.
+    pub consumer_pauses: AtomicU64,
     /// Kafka offset commits that succeeded.
     pub offset_commits: AtomicU64,
     /// Kafka offset commits that failed.
@@ -277,6 +279,7 @@ impl Metrics {
             breaker_trips: AtomicU64::new(0),
             in_flight: AtomicI64::new(0),
             consumer_lag: AtomicI64::new(-1),
+            consumer_pauses: AtomicU64::new(0),
             offset_commits: AtomicU64::new(0),
             offset_commit_errors: AtomicU64::new(0),
             plan_swaps: AtomicU64::new(0),
@@ -409,6 +412,12 @@ impl Metrics {
             "rewards_consumer_lag_messages",
             "Kafka consumer lag summed over assigned partitions (-1: unknown).",
             self.consumer_lag.load(Ordering::Relaxed),
+        );
+        counter(
+            &mut out,
+            "rewards_consumer_pauses_total",
+            "Times the Kafka consumer paused its partitions during a store outage.",
+            load(&self.consumer_pauses),
         );
         counter(
             &mut out,

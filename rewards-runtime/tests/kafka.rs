@@ -505,6 +505,10 @@ async fn a_store_outage_pauses_consumption_and_loses_nothing() {
     wait_until("all acks", || metrics.acked.load(Ordering::Relaxed) >= 800).await;
     let report = running.shutdown().await;
     assert_eq!(flaky.failures.load(Ordering::SeqCst), 40);
+    assert!(
+        metrics.consumer_pauses.load(Ordering::Relaxed) >= 1,
+        "the consumer paused during the outage"
+    );
     assert_eq!(report.applied, 800);
     assert!(dead.is_empty());
     check_balances(memory.as_ref(), &expected).await;

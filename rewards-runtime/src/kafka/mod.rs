@@ -324,6 +324,9 @@ impl KafkaSource {
         match result {
             Ok(()) => {
                 self.paused = unavailable;
+                if unavailable {
+                    self.metrics.consumer_pauses.fetch_add(1, Ordering::Relaxed);
+                }
                 tracing::info!(paused = unavailable, "consumer follows the store breaker");
             }
             Err(e) => tracing::warn!(error = %e, "pause/resume failed"),
