@@ -11,11 +11,15 @@ use std::process::ExitCode;
 
 mod balance;
 mod check;
+mod eval;
+mod explain;
 mod files;
 mod fmt;
 mod generate;
 mod history;
 mod replay;
+mod ruleset;
+mod run_tests;
 mod state;
 
 /// Check, format and run loyalty rulesets written in the `.rwd` language.
@@ -40,6 +44,12 @@ enum Command {
     History(history::Args),
     /// Write a seeded day of realistic transactions as JSON lines.
     Generate(generate::Args),
+    /// Run the `test` blocks of rulesets; print pass/fail and rule coverage.
+    Test(run_tests::Args),
+    /// Evaluate one transaction; print the outcome as JSON.
+    Eval(eval::Args),
+    /// Explain one transaction: why each rule matched or not, and the arithmetic.
+    Explain(explain::Args),
 }
 
 fn main() -> ExitCode {
@@ -51,5 +61,8 @@ fn main() -> ExitCode {
         Command::Balance(args) => balance::run(args),
         Command::History(args) => history::run(args),
         Command::Generate(args) => generate::run(args),
+        Command::Test(args) => run_tests::run(args),
+        Command::Eval(args) => eval::run(args),
+        Command::Explain(args) => explain::run(args),
     }
 }
