@@ -665,3 +665,60 @@ async fn the_job_runner_runs_on_schedule_until_stopped() {
         "only scheduled jobs run"
     );
 }
+
+/// A dead-letter sink that fails its first `fail` writes.
+struct FlakySink {
+    inner: MemoryDeadLetters,
+    fail: std::sync::atomic::AtomicU64,
+}
+
+#[async_trait::async_trait]
+impl rewards_runtime::DeadLetterSink for FlakySink {
+    async fn send(
+        &self,
+        letter: &rewards_runtime::DeadLetter,
+    ) -> Result<(), rewards_runtime::deadletter::SinkError> {
+        let left = self.fail.load(Ordering::SeqCst);
+        if left > 0 {
+            self.fail.store(left - 1, Ordering::SeqCst);
+            return Err(rewards_runtime::deadletter::SinkError(
+                "disk full (test)".into(),
+            ));
+        }
+        self.inner.send(letter).await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_dead_letter_sink_is_retried_and_the_message_acked_once_written() {
+    let store = Arc::new(MemoryStore::default());
+    let metrics = Arc::new(Metrics::new());
+    let programs = Arc::new(ProgramRegistry::single(
+        PointsPerUnit::new(1, 1).arc(),
+        metrics.clone(),
+    ));
+    let sink = Arc::new(FlakySink {
+        inner: MemoryDeadLetters::new(),
+        fail: std::sync::atomic::AtomicU64::new(3),
+    });
+    let pipeline = Pipeline::with_config(store, programs, sink.clone(), metrics.clone(), config());
+    let (mut source, submitter) = in_process(8);
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(async move {
+        pipeline
+            .run(&mut source, async {
+                let _ = stopped.await;
+            })
+            .await
+    });
+    let disposition = submitter
+        .submit_bytes(b"not json".to_vec())
+        .await
+        .expect("answered");
+    assert!(matches!(disposition, Disposition::DeadLettered(_)));
+    assert_eq!(sink.inner.len(), 1, "written once the sink recovered");
+    assert_eq!(metrics.dead_letter_retries.load(Ordering::Relaxed), 3);
+    let _ = stop.send(());
+    let report = running.await.expect("join").expect("run");
+    assert_eq!(report.dead_lettered, 1);
+}
