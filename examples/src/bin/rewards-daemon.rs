@@ -1,0 +1,214 @@
+//! `rewards-daemon`: the bundled rewards daemon.
+//!
+//! ```text
+//! rewards-daemon --config examples/daemon.toml [--exit-when-done]
+//! rewards-daemon sample --out examples/data
+//! ```
+//!
+//! Exit status: 0 after a graceful stop (SIGTERM, SIGINT, or the end of a
+//! finite input with `--exit-when-done`); 1 when the configuration is
+//! invalid or the daemon cannot start; 2 when the input failed.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{Parser, Subcommand};
+
+use rewards_examples::daemon::config::Config;
+use rewards_examples::daemon::dsl::DslCompiler;
+use rewards_examples::daemon::{logging, sample, Daemon, StartError};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "rewards-daemon",
+    version,
+    about = "The rewards engine's bundled daemon"
+)]
+struct Cli {
+    /// The TOML configuration file (or set REWARDS_CONFIG).
+    #[arg(long, short = 'c', env = "REWARDS_CONFIG")]
+    config: Option<PathBuf>,
+    /// With a finite input (file, stdin): stop once it is processed,
+    /// after printing the summary. Without it the API keeps serving.
+    #[arg(long)]
+    exit_when_done: bool,
+    /// Validate the configuration and compile the programs, then exit.
+    #[arg(long)]
+    check: bool,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Write the example data (transactions.jsonl, members.jsonl).
+    Sample {
+        /// Output folder.
+        #[arg(long, default_value = "examples/data")]
+        out: PathBuf,
+        /// Seed.
+        #[arg(long, default_value_t = 7)]
+        seed: u64,
+        /// Transactions of the default (cash-back) program.
+        #[arg(long, default_value_t = 2_400)]
+        cashback: usize,
+        /// Transactions of the airline program.
+        #[arg(long, default_value_t = 600)]
+        airline: usize,
+        /// Transactions of the coffee program.
+        #[arg(long, default_value_t = 400)]
+        coffee: usize,
+    },
+}
+
+fn load_config(cli: &Cli) -> Result<Config, StartError> {
+    let mut config = match &cli.config {
+        Some(path) => Config::from_file(path)?,
+        None => Config::default(),
+    };
+    config.apply_env()?;
+    config.validate()?;
+    Ok(config)
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Some(Command::Sample {
+        out,
+        seed,
+        cashback,
+        airline,
+        coffee,
+    }) = &cli.command
+    {
+        let config = sample::SampleConfig {
+            seed: *seed,
+            cashback: *cashback,
+            airline: *airline,
+            coffee: *coffee,
+            ..sample::SampleConfig::default()
+        };
+        return match sample::generate(&config).and_then(|s| {
+            sample::write(&s, out).map_err(|e| e.to_string())?;
+            Ok(s)
+        }) {
+            Ok(s) => {
+                println!(
+                    "wrote {} transactions and {} profiles to {}",
+                    s.transactions.len(),
+                    s.profiles.len(),
+                    out.display()
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("rewards-daemon sample: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    let config = match load_config(&cli) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("rewards-daemon: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    logging::init(&config.log);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("rewards-daemon: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    runtime.block_on(run(config, cli.exit_when_done, cli.check))
+}
+
+async fn run(config: Config, exit_when_done: bool, check_only: bool) -> ExitCode {
+    let compiler = Arc::new(DslCompiler::new());
+    if check_only {
+        return match rewards_examples::daemon::check(&config, compiler) {
+            Ok(report) => {
+                println!("{report}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("rewards-daemon: {e}");
+                ExitCode::from(1)
+            }
+        };
+    }
+    let daemon = match Daemon::start(config, compiler).await {
+        Ok(d) => d,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start");
+            eprintln!("rewards-daemon: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let handle = daemon.shutdown_handle();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        handle.shutdown();
+        wait_for_signal().await;
+        eprintln!("rewards-daemon: second signal, exiting at once");
+        std::process::exit(130);
+    });
+
+    let mut printed = false;
+    if let Some(summary) = daemon.input_finished().await {
+        println!("{summary}");
+        printed = true;
+        if summary.input_ended {
+            if exit_when_done {
+                daemon.shutdown();
+            } else {
+                println!(
+                    "input processed; the API keeps serving on http://{} (SIGTERM or Ctrl-C to stop)",
+                    daemon.http_addr()
+                );
+            }
+        }
+    } else if exit_when_done {
+        eprintln!("rewards-daemon: --exit-when-done has no effect without a finite input");
+    }
+    match daemon.wait().await {
+        Ok(summary) => {
+            if let (Some(summary), false) = (summary, printed) {
+                println!("{summary}");
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("rewards-daemon: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => tracing::info!("SIGTERM received"),
+                    _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
