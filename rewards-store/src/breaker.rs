@@ -12,7 +12,9 @@
 //! - **HalfOpen**: one probe is running. It checks Redis, then repairs every
 //!   dirty member (evicts or rewrites its entry from the store) and only then
 //!   closes the breaker. Until then reads still go to the store, so the cache
-//!   never serves an entry written before a commit it missed.
+//!   never serves an entry written before a commit it missed. Once the probe
+//!   has reached Redis, writes of members that are not dirty go through
+//!   again, so that the dirty set only shrinks while it is repaired.
 //!
 //! The breaker and the dirty set share one lock, so "the dirty set is empty"
 //! and "close" happen together: a write that races with closing either sees
@@ -123,6 +125,10 @@ pub struct BreakerCounters {
 #[derive(Debug)]
 struct Inner {
     state: BreakerState,
+    /// Half-open and the probe has reached Redis: members that are not
+    /// dirty may be written through again (so no new member becomes dirty
+    /// while the dirty ones are repaired).
+    probe_reached: bool,
     consecutive_failures: u32,
     opened_at: Instant,
     /// member → the mark of its latest dirtying.
@@ -151,6 +157,7 @@ impl CircuitBreaker {
             config,
             inner: Mutex::new(Inner {
                 state: BreakerState::Closed,
+                probe_reached: false,
                 consecutive_failures: 0,
                 opened_at: Instant::now(),
                 dirty: HashMap::new(),
@@ -202,10 +209,9 @@ impl CircuitBreaker {
     /// set overflowed), the member is (re)marked dirty.
     pub fn route_write(&self, member: &MemberId) -> WriteRoute {
         let mut inner = self.lock();
-        if inner.state == BreakerState::Closed
-            && inner.overflow_mark.is_none()
-            && !inner.dirty.contains_key(member)
-        {
+        let writable = inner.state == BreakerState::Closed
+            || (inner.state == BreakerState::HalfOpen && inner.probe_reached);
+        if writable && inner.overflow_mark.is_none() && !inner.dirty.contains_key(member) {
             WriteRoute::WriteThrough
         } else {
             self.mark_locked(&mut inner, member);
@@ -300,9 +306,20 @@ impl CircuitBreaker {
             && Instant::now() >= inner.opened_at + self.config.cool_down
         {
             inner.state = BreakerState::HalfOpen;
+            inner.probe_reached = false;
             true
         } else {
             false
+        }
+    }
+
+    /// The probe reached Redis: while it repairs the dirty members, writes
+    /// of the other members go through again (reads still wait for the
+    /// close).
+    pub fn probe_reached(&self) {
+        let mut inner = self.lock();
+        if inner.state == BreakerState::HalfOpen {
+            inner.probe_reached = true;
         }
     }
 
@@ -311,6 +328,7 @@ impl CircuitBreaker {
     pub fn probe_failed(&self) {
         let mut inner = self.lock();
         if inner.state == BreakerState::HalfOpen {
+            inner.probe_reached = false;
             inner.state = BreakerState::Open;
             inner.opened_at = Instant::now();
             inner.counters.failed_probes += 1;
@@ -361,6 +379,7 @@ impl CircuitBreaker {
             && inner.overflow_mark.is_none()
         {
             inner.state = BreakerState::Closed;
+            inner.probe_reached = false;
             inner.consecutive_failures = 0;
             inner.counters.closed += 1;
             true
@@ -471,6 +490,35 @@ mod tests {
         assert!(b.try_close());
         assert!(b.cache_readable(&m1));
         assert_eq!(b.route_write(&m1), WriteRoute::WriteThrough);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn once_the_probe_reaches_redis_clean_members_write_through() {
+        let b = breaker(1, 10);
+        let (dirty, clean) = (member("m-dirty"), member("m-clean"));
+        b.record_failure();
+        b.route_write(&dirty);
+        tokio::time::advance(Duration::from_secs(10)).await;
+        assert!(b.try_begin_probe());
+        // Not reached yet: writes are store-only (and dirty their member);
+        // the repair cleans `clean` again, `dirty` is left for later.
+        assert_eq!(b.route_write(&clean), WriteRoute::StoreOnly);
+        let batch = b.take_repair_batch(10);
+        for (m, mark) in &batch.members {
+            if *m == clean {
+                b.repaired(m, *mark);
+            }
+        }
+        b.probe_reached();
+        assert_eq!(b.route_write(&clean), WriteRoute::WriteThrough);
+        assert_eq!(b.route_write(&dirty), WriteRoute::StoreOnly);
+        assert!(!b.cache_readable(&clean), "reads wait for the close");
+        // A failed probe forgets it.
+        b.probe_failed();
+        assert_eq!(b.route_write(&clean), WriteRoute::StoreOnly);
+        tokio::time::advance(Duration::from_secs(10)).await;
+        assert!(b.try_begin_probe());
+        assert_eq!(b.route_write(&member("m-other")), WriteRoute::StoreOnly);
     }
 
     #[tokio::test(start_paused = true)]

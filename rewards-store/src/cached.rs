@@ -539,6 +539,7 @@ where
                 breaker.probe_failed();
                 return;
             }
+            breaker.probe_reached();
             // Repair, then close under the breaker's lock; a member dirtied
             // meanwhile keeps it half-open for another round.
             for _ in 0..100 {
