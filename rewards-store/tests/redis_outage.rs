@@ -233,7 +233,10 @@ async fn a_frozen_redis_keeps_stale_entries_that_are_repaired_before_use() {
             "{m}: never the stale entry"
         );
     }
-    assert!(stale_entries >= 1, "Redis kept entries from before the freeze");
+    assert!(
+        stale_entries >= 1,
+        "Redis kept entries from before the freeze"
+    );
     until_closed(&cached).await;
     assert_eq!(cached.health().breaker_counters.dirty, 0);
     cache_equals_store(&cached, &members).await;
