@@ -217,7 +217,7 @@ fn mutated_example() -> impl Strategy<Value = String> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(200))]
+    #![proptest_config(ProptestConfig::with_cases(128))]
 
     #[test]
     fn fmt_keeps_the_tree_of_generated_programs(source in program()) {
