@@ -162,6 +162,14 @@ async fn run(config: Config, exit_when_done: bool, check_only: bool) -> ExitCode
 
     let mut printed = false;
     if let Some(summary) = daemon.input_finished().await {
+        for (name, stamp) in daemon.programs().stamps() {
+            println!(
+                "program {name}: ruleset {} version {} (hash {})",
+                stamp.id,
+                stamp.version,
+                &stamp.hash[..stamp.hash.len().min(12)]
+            );
+        }
         println!("{summary}");
         printed = true;
         if summary.input_ended {

@@ -150,6 +150,9 @@ pub struct HttpConfig {
     pub tokens: Vec<Secret>,
     /// Bearer tokens for the admin endpoints (they may use the others too).
     pub admin_tokens: Vec<Secret>,
+    /// Bearer tokens allowed to submit transactions (`POST /v1/transactions`);
+    /// admin tokens may too.
+    pub ingest_tokens: Vec<Secret>,
 }
 
 impl Default for HttpConfig {
@@ -161,6 +164,7 @@ impl Default for HttpConfig {
             request_timeout_ms: 10_000,
             tokens: Vec::new(),
             admin_tokens: Vec::new(),
+            ingest_tokens: Vec::new(),
         }
     }
 }
@@ -562,6 +566,9 @@ impl Config {
         if let Some(v) = get("REWARDS_ADMIN_TOKENS") {
             self.http.admin_tokens = split_list(&v).map(Secret::new).collect();
         }
+        if let Some(v) = get("REWARDS_INGEST_TOKENS") {
+            self.http.ingest_tokens = split_list(&v).map(Secret::new).collect();
+        }
         if let Some(v) = get("REWARDS_DEFAULT_PROGRAM") {
             self.programs.default = v;
         }
@@ -640,6 +647,7 @@ impl Config {
         for (key, tokens) in [
             ("http.tokens", &http.tokens),
             ("http.admin_tokens", &http.admin_tokens),
+            ("http.ingest_tokens", &http.ingest_tokens),
         ] {
             for token in tokens {
                 let t = token.expose();

@@ -39,6 +39,8 @@ use rewards_core::{
     Error as StoreError, ErrorKind, LedgerStore, MemberId, MemberView, Points, Transaction, TxId,
 };
 
+use rewards_runtime::{Disposition, SubmitError, Submitter};
+
 use super::config::Secret;
 use super::journal::Journal;
 use super::metrics::{CacheFigures, DaemonMetrics};
@@ -66,6 +68,8 @@ pub struct AppState {
     pub auth: Auth,
     /// True once started and until shutdown begins.
     pub ready: Arc<AtomicBool>,
+    /// Submits transactions to the HTTP ingestion pipeline.
+    pub submitter: Submitter,
     /// `embedded` or `full`.
     pub mode: &'static str,
     /// When the daemon started.
@@ -85,6 +89,7 @@ impl std::fmt::Debug for AppState {
 pub struct Auth {
     users: Vec<[u8; 32]>,
     admins: Vec<[u8; 32]>,
+    ingest: Vec<[u8; 32]>,
 }
 
 impl std::fmt::Debug for Auth {
@@ -103,6 +108,8 @@ pub enum Role {
     Anonymous,
     /// A query token.
     User,
+    /// A token that may only submit transactions.
+    Ingest,
     /// An admin token.
     Admin,
 }
@@ -113,16 +120,16 @@ fn digest(token: &[u8]) -> [u8; 32] {
 
 impl Auth {
     /// Digests of the configured tokens.
-    pub fn new(users: &[Secret], admins: &[Secret]) -> Auth {
+    pub fn new(users: &[Secret], admins: &[Secret], ingest: &[Secret]) -> Auth {
+        let digests = |list: &[Secret]| -> Vec<[u8; 32]> {
+            list.iter()
+                .map(|t| digest(t.expose().as_bytes()))
+                .collect()
+        };
         Auth {
-            users: users
-                .iter()
-                .map(|t| digest(t.expose().as_bytes()))
-                .collect(),
-            admins: admins
-                .iter()
-                .map(|t| digest(t.expose().as_bytes()))
-                .collect(),
+            users: digests(users),
+            admins: digests(admins),
+            ingest: digests(ingest),
         }
     }
 
@@ -139,10 +146,13 @@ impl Auth {
         };
         let admin = any(&self.admins);
         let user = any(&self.users);
+        let ingest = any(&self.ingest);
         if bool::from(admin) {
             Role::Admin
         } else if bool::from(user) {
             Role::User
+        } else if bool::from(ingest) {
+            Role::Ingest
         } else {
             Role::Anonymous
         }
@@ -293,6 +303,9 @@ pub fn router(
         .route("/v1/simulate", post(simulate))
         .route("/v1/programs", get(programs))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_user));
+    let ingest = Router::new()
+        .route("/v1/transactions", post(submit))
+        .route_layer(middleware::from_fn_with_state(state.clone(), require_ingest));
     let admin = Router::new()
         .route("/v1/admin/reload", post(reload))
         .route("/v1/admin/rollback", post(rollback))
@@ -306,6 +319,7 @@ pub fn router(
         .route("/ready", get(ready))
         .route("/metrics", get(metrics))
         .merge(user)
+        .merge(ingest)
         .merge(admin)
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(max_body_bytes))
@@ -338,6 +352,25 @@ fn bearer(headers: &HeaderMap) -> Option<&[u8]> {
 async fn require_user(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
     match state.auth.role(bearer(req.headers())) {
         Role::User | Role::Admin => next.run(req).await,
+        Role::Ingest => ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "an ingest token may only submit transactions",
+        )
+        .into_response(),
+        Role::Anonymous => unauthorized(),
+    }
+}
+
+async fn require_ingest(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+    match state.auth.role(bearer(req.headers())) {
+        Role::Ingest | Role::Admin => next.run(req).await,
+        Role::User => ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "submitting transactions needs an ingest or admin token",
+        )
+        .into_response(),
         Role::Anonymous => unauthorized(),
     }
 }
@@ -345,7 +378,7 @@ async fn require_user(State(state): State<Arc<AppState>>, req: Request, next: Ne
 async fn require_admin(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
     match state.auth.role(bearer(req.headers())) {
         Role::Admin => next.run(req).await,
-        Role::User => ApiError::new(
+        Role::User | Role::Ingest => ApiError::new(
             StatusCode::FORBIDDEN,
             "forbidden",
             "this endpoint needs an admin token",
@@ -653,6 +686,44 @@ async fn explain(
         body["note"] = json!(REFERRING_NOTE);
     }
     Ok(Json(body))
+}
+
+/// `POST /v1/transactions`: one transaction in the wire format, through
+/// the same pipeline as the file or Kafka input (decode, plan, evaluate,
+/// append; dead letters with the reason). Answers once it is durable.
+async fn submit(State(state): State<Arc<AppState>>, RawBody(body): RawBody) -> ApiResult<Response> {
+    match state.submitter.submit_bytes(body.to_vec()).await {
+        Ok(Disposition::Applied(receipt)) => {
+            let status = if receipt.duplicate { StatusCode::OK } else { StatusCode::CREATED };
+            Ok((
+                status,
+                Json(json!({
+                    "status": "applied",
+                    "id": receipt.id,
+                    "member": receipt.member,
+                    "duplicate": receipt.duplicate,
+                    "version": receipt.version,
+                    "awards": receipt.awards,
+                    "trimmed": receipt.trimmed,
+                    "delta": {"available": receipt.delta.available, "pending": receipt.delta.pending},
+                    "balance": {"available": receipt.balances.available, "pending": receipt.balances.pending},
+                    "tier": receipt.tier,
+                })),
+            )
+                .into_response())
+        }
+        Ok(Disposition::DeadLettered(reason)) => Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "dead_lettered",
+            reason.message.clone(),
+        )
+        .with_details(json!({"stage": reason.stage.as_str(), "code": reason.code, "field": reason.field}))),
+        Err(SubmitError::Closed | SubmitError::Abandoned) => Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "shutting_down",
+            "the daemon is stopping; submit again later",
+        )),
+    }
 }
 
 /// Body of `POST /v1/members/{id}/redeem`.
@@ -1050,7 +1121,9 @@ mod tests {
         let auth = Auth::new(
             &[Secret::new("user-token-0123456789")],
             &[Secret::new("admin-token-0123456789")],
+            &[Secret::new("ingest-token-0123456789")],
         );
+        assert_eq!(auth.role(Some(b"ingest-token-0123456789")), Role::Ingest);
         assert_eq!(auth.role(None), Role::Anonymous);
         assert_eq!(auth.role(Some(b"nope")), Role::Anonymous);
         assert_eq!(auth.role(Some(b"user-token-0123456789")), Role::User);

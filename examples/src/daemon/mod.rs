@@ -45,7 +45,7 @@ use rewards_core::{ErrorKind, LedgerStore, MemberId, MemberProfile};
 use rewards_runtime::jobs::{JobRunner, JobSchedule};
 use rewards_runtime::metrics::JobKind;
 use rewards_runtime::{
-    shutdown_channel, Backoff, DeadLetterSink, JsonLinesDeadLetters, JsonLinesSource, Metrics,
+    in_process, shutdown_channel, Backoff, DeadLetterSink, JsonLinesDeadLetters, JsonLinesSource, Metrics,
     Pipeline, PipelineConfig, RunReport, ShutdownSignal, ShutdownTrigger, Source,
 };
 
@@ -358,6 +358,23 @@ impl Daemon {
         let journaling: Arc<dyn LedgerStore> =
             Arc::new(JournalingStore::new(store.clone(), journal.clone()));
 
+        let dead_letters = dead_letter_sink(&config).await?;
+        let pipeline_config = PipelineConfig {
+            workers: config.pipeline.workers,
+            feed_capacity: config.pipeline.feed_capacity,
+            queue_capacity: config.pipeline.queue_capacity,
+            max_batch: config.pipeline.max_batch,
+            backoff: Backoff::default(),
+            drain_timeout: Duration::from_millis(config.pipeline.drain_timeout_ms),
+        };
+        let pipeline = Pipeline::with_config(
+            journaling.clone(),
+            programs.registry().clone(),
+            dead_letters,
+            runtime_metrics.clone(),
+            pipeline_config,
+        );
+        let (mut http_source, submitter) = in_process(config.pipeline.feed_capacity);
         let (trigger, signal) = shutdown_channel();
         let trigger = Arc::new(trigger);
         let ready = Arc::new(AtomicBool::new(false));
@@ -369,7 +386,12 @@ impl Daemon {
             metrics: metrics.clone(),
             journal: journal.clone(),
             cache,
-            auth: http::Auth::new(&config.http.tokens, &config.http.admin_tokens),
+            auth: http::Auth::new(
+                &config.http.tokens,
+                &config.http.admin_tokens,
+                &config.http.ingest_tokens,
+            ),
+            submitter,
             ready: ready.clone(),
             mode: config.mode.as_str(),
             started,
@@ -389,6 +411,24 @@ impl Daemon {
             Duration::from_millis(config.http.request_timeout_ms),
         );
         let mut tasks: Vec<(&'static str, JoinHandle<()>)> = Vec::new();
+        {
+            // The HTTP ingestion (`POST /v1/transactions`) runs its own run
+            // of the same pipeline: same store, plans and dead letters.
+            let pipeline = pipeline.clone();
+            let mut stop = signal.clone();
+            tasks.push((
+                "http-ingest",
+                tokio::spawn(async move {
+                    match pipeline
+                        .run(&mut http_source, async move { stop.wait().await })
+                        .await
+                    {
+                        Ok(report) => tracing::info!(?report, "HTTP ingestion stopped"),
+                        Err(e) => tracing::error!(error = %e, "HTTP ingestion failed"),
+                    }
+                }),
+            ));
+        }
         {
             let mut stop = signal.clone();
             tasks.push((
@@ -440,20 +480,6 @@ impl Daemon {
         let pipeline_task = match source {
             None => None,
             Some(mut source) => {
-                let pipeline = Pipeline::with_config(
-                    journaling.clone(),
-                    programs.registry().clone(),
-                    dead_letter_sink(&config).await?,
-                    runtime_metrics.clone(),
-                    PipelineConfig {
-                        workers: config.pipeline.workers,
-                        feed_capacity: config.pipeline.feed_capacity,
-                        queue_capacity: config.pipeline.queue_capacity,
-                        max_batch: config.pipeline.max_batch,
-                        backoff: Backoff::default(),
-                        drain_timeout: Duration::from_millis(config.pipeline.drain_timeout_ms),
-                    },
-                );
                 let stop = signal.clone();
                 let metrics = runtime_metrics.clone();
                 Some(tokio::spawn(async move {
