@@ -57,7 +57,9 @@ async fn every_endpoint_but_health_ready_and_metrics_needs_a_token() {
         .await;
     assert_eq!(wrong.status(), StatusCode::UNAUTHORIZED);
     assert_eq!(
-        api.get("/v1/members/m-1/balance", Some(USER)).await.status(),
+        api.get("/v1/members/m-1/balance", Some(USER))
+            .await
+            .status(),
         StatusCode::OK
     );
     assert_eq!(
@@ -75,7 +77,10 @@ async fn every_endpoint_but_health_ready_and_metrics_needs_a_token() {
     );
     let forbidden = api.post("/v1/admin/reload", Some(USER), "").await;
     assert_eq!(forbidden.status(), StatusCode::FORBIDDEN);
-    assert_eq!(forbidden.json::<Value>().await.unwrap()["code"], "forbidden");
+    assert_eq!(
+        forbidden.json::<Value>().await.unwrap()["code"],
+        "forbidden"
+    );
     assert_eq!(
         api.get("/v1/admin/programs", Some(ADMIN)).await.status(),
         StatusCode::OK
@@ -88,9 +93,13 @@ async fn every_endpoint_but_health_ready_and_metrics_needs_a_token() {
         StatusCode::FORBIDDEN
     );
     assert_eq!(
-        api.post("/v1/transactions", Some(USER), &purchase("h-1", "m-9", "1.00"))
-            .await
-            .status(),
+        api.post(
+            "/v1/transactions",
+            Some(USER),
+            &purchase("h-1", "m-9", "1.00")
+        )
+        .await
+        .status(),
         StatusCode::FORBIDDEN
     );
     // Unknown routes are JSON 404s too.
@@ -127,16 +136,16 @@ async fn balances_after_ingest_equal_the_expected_points() {
 
     // History: postings stamped with the ruleset and its hash.
     let stamp = daemon.programs().stamps()[0].1.clone();
-    let history = api
-        .json("/v1/members/m-1/history", StatusCode::OK)
-        .await;
+    let history = api.json("/v1/members/m-1/history", StatusCode::OK).await;
     let postings = history["postings"].as_array().unwrap();
     assert_eq!(postings.len(), 3, "{history}");
     for p in postings {
         assert_eq!(p["ruleset"]["hash"], json!(&*stamp.hash));
         assert_eq!(p["ruleset"]["version"], 1);
     }
-    let recent = api.json("/v1/members/m-1/recent?limit=2", StatusCode::OK).await;
+    let recent = api
+        .json("/v1/members/m-1/recent?limit=2", StatusCode::OK)
+        .await;
     assert_eq!(recent["entries"].as_array().unwrap().len(), 2);
     assert_eq!(recent["entries"][0]["id"], "r-1", "newest first");
     let tier = api.json("/v1/members/m-1/tier", StatusCode::OK).await;
@@ -156,27 +165,45 @@ async fn balances_after_ingest_equal_the_expected_points() {
     assert_eq!(explain["reproduced"], true, "{explain}");
     assert_eq!(explain["stored"]["points"], 25);
     assert_eq!(explain["evaluation"]["points"], 25);
-    assert!(!explain["evaluation"]["explain"].as_array().unwrap().is_empty());
+    assert!(!explain["evaluation"]["explain"]
+        .as_array()
+        .unwrap()
+        .is_empty());
     let unknown = api.get("/v1/transactions/nope/explain", Some(USER)).await;
     assert_eq!(unknown.status(), StatusCode::NOT_FOUND);
 
     // The HTTP ingestion goes through the same pipeline.
     let applied = api
-        .post("/v1/transactions", Some(INGEST), &purchase("h-1", "m-2", "3.00"))
+        .post(
+            "/v1/transactions",
+            Some(INGEST),
+            &purchase("h-1", "m-2", "3.00"),
+        )
         .await;
     assert_eq!(applied.status(), StatusCode::CREATED);
     let body: Value = applied.json().await.unwrap();
     assert_eq!(body["balance"]["available"], 10);
     let again = api
-        .post("/v1/transactions", Some(INGEST), &purchase("h-1", "m-2", "3.00"))
+        .post(
+            "/v1/transactions",
+            Some(INGEST),
+            &purchase("h-1", "m-2", "3.00"),
+        )
         .await;
     assert_eq!(again.status(), StatusCode::OK);
     assert_eq!(again.json::<Value>().await.unwrap()["duplicate"], true);
     let refused = api
-        .post("/v1/transactions", Some(ADMIN), r#"{"id":"h-2","member":"m-2"}"#)
+        .post(
+            "/v1/transactions",
+            Some(ADMIN),
+            r#"{"id":"h-2","member":"m-2"}"#,
+        )
         .await;
     assert_eq!(refused.status(), StatusCode::UNPROCESSABLE_ENTITY);
-    assert_eq!(refused.json::<Value>().await.unwrap()["code"], "dead_lettered");
+    assert_eq!(
+        refused.json::<Value>().await.unwrap()["code"],
+        "dead_lettered"
+    );
     assert_eq!(api.available("m-2").await, Some(10));
 
     let metrics = api.get("/metrics", None).await.text().await.unwrap();
@@ -200,7 +227,11 @@ async fn simulate_evaluates_without_posting() {
     let (daemon, api) = ingested(&setup).await;
 
     let sim = api
-        .post("/v1/simulate", Some(USER), &purchase("sim-1", "m-1", "42.50"))
+        .post(
+            "/v1/simulate",
+            Some(USER),
+            &purchase("sim-1", "m-1", "42.50"),
+        )
         .await;
     assert_eq!(sim.status(), StatusCode::OK);
     let body: Value = sim.json().await.unwrap();
@@ -212,21 +243,33 @@ async fn simulate_evaluates_without_posting() {
 
     // A member never seen stays never seen.
     let sim = api
-        .post("/v1/simulate", Some(USER), &purchase("sim-2", "m-new", "5.00"))
+        .post(
+            "/v1/simulate",
+            Some(USER),
+            &purchase("sim-2", "m-new", "5.00"),
+        )
         .await;
     assert_eq!(sim.status(), StatusCode::OK);
     assert_eq!(api.available("m-new").await, None);
     // The simulated id was not consumed: it can be applied for real later.
     assert_eq!(
-        api.post("/v1/transactions", Some(INGEST), &purchase("sim-1", "m-1", "42.50"))
-            .await
-            .status(),
+        api.post(
+            "/v1/transactions",
+            Some(INGEST),
+            &purchase("sim-1", "m-1", "42.50")
+        )
+        .await
+        .status(),
         StatusCode::CREATED
     );
     assert_eq!(api.available("m-1").await, Some(65));
 
     let bad = api
-        .post("/v1/simulate", Some(USER), r#"{"id":"x","member":"m-1","amount":1}"#)
+        .post(
+            "/v1/simulate",
+            Some(USER),
+            r#"{"id":"x","member":"m-1","amount":1}"#,
+        )
         .await;
     assert_eq!(bad.status(), StatusCode::BAD_REQUEST);
     let bad: Value = bad.json().await.unwrap();
@@ -341,9 +384,13 @@ async fn oversized_bodies_are_refused_with_413() {
     assert_eq!(r.status(), StatusCode::PAYLOAD_TOO_LARGE);
     // Under the limit, the same endpoint works.
     assert_eq!(
-        api.post("/v1/simulate", Some(USER), &purchase("small", "m-1", "1.00"))
-            .await
-            .status(),
+        api.post(
+            "/v1/simulate",
+            Some(USER),
+            &purchase("small", "m-1", "1.00")
+        )
+        .await
+        .status(),
         StatusCode::OK
     );
     stop(daemon).await;
@@ -385,7 +432,10 @@ async fn a_reload_with_broken_rules_is_refused_and_the_old_plan_keeps_serving() 
     let body: Value = r.json().await.unwrap();
     assert_eq!(body["code"], "rules_rejected");
     assert_eq!(body["details"][0]["reason"], "compile_failed");
-    assert!(!body["details"][0]["diagnostics"].as_array().unwrap().is_empty());
+    assert!(!body["details"][0]["diagnostics"]
+        .as_array()
+        .unwrap()
+        .is_empty());
 
     // Compiles, but its own test block fails (2 points per dollar, expects 10).
     let failing = rules(2, 2).replace("expect points == 20", "expect points == 10");
@@ -396,16 +446,27 @@ async fn a_reload_with_broken_rules_is_refused_and_the_old_plan_keeps_serving() 
     assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
     let body: Value = r.json().await.unwrap();
     assert_eq!(body["details"][0]["reason"], "tests_failed");
-    assert_eq!(body["details"][0]["test_failures"][0]["test"], "ten dollars");
+    assert_eq!(
+        body["details"][0]["test_failures"][0]["test"],
+        "ten dollars"
+    );
 
     // Version 1 still serves: the plan, its hash, and new postings.
     assert_eq!(daemon.programs().stamps()[0].1.hash, hash_before);
     assert_eq!(api.serving_version().await, 1);
     let r = api
-        .post("/v1/transactions", Some(INGEST), &purchase("after", "m-2", "10.00"))
+        .post(
+            "/v1/transactions",
+            Some(INGEST),
+            &purchase("after", "m-2", "10.00"),
+        )
         .await;
     assert_eq!(r.status(), StatusCode::CREATED);
-    assert_eq!(api.available("m-2").await, Some(17), "1 point per dollar still");
+    assert_eq!(
+        api.available("m-2").await,
+        Some(17),
+        "1 point per dollar still"
+    );
     let metrics = api.get("/metrics", None).await.text().await.unwrap();
     assert!(metrics.contains("rewards_rule_reloads_total{result=\"refused\"} 2"));
 
@@ -438,10 +499,18 @@ async fn a_good_reload_stamps_the_new_version_on_later_postings_only() {
     assert_eq!(body["programs"][0]["status"], "unchanged");
 
     let r = api
-        .post("/v1/transactions", Some(INGEST), &purchase("late", "m-1", "10.00"))
+        .post(
+            "/v1/transactions",
+            Some(INGEST),
+            &purchase("late", "m-1", "10.00"),
+        )
         .await;
     assert_eq!(r.status(), StatusCode::CREATED);
-    assert_eq!(api.available("m-1").await, Some(23 + 20), "2 points per dollar now");
+    assert_eq!(
+        api.available("m-1").await,
+        Some(23 + 20),
+        "2 points per dollar now"
+    );
 
     let history = api.json("/v1/members/m-1/history", StatusCode::OK).await;
     let postings = history["postings"].as_array().unwrap();
@@ -455,7 +524,9 @@ async fn a_good_reload_stamps_the_new_version_on_later_postings_only() {
     assert_eq!(after[0]["ruleset"]["hash"], json!(&*v2.hash));
 
     // Explain of an earlier transaction still runs on v1 (kept for rollback).
-    let explain = api.json("/v1/transactions/p-1/explain", StatusCode::OK).await;
+    let explain = api
+        .json("/v1/transactions/p-1/explain", StatusCode::OK)
+        .await;
     assert_eq!(explain["replayed"], true);
     assert_eq!(explain["ruleset"]["version"], 1);
     assert_eq!(explain["evaluation"]["points"], 10);
@@ -467,7 +538,11 @@ async fn a_good_reload_stamps_the_new_version_on_later_postings_only() {
     assert_eq!(r.status(), StatusCode::OK);
     assert_eq!(api.serving_version().await, 1);
     let r = api
-        .post("/v1/transactions", Some(INGEST), &purchase("later", "m-1", "10.00"))
+        .post(
+            "/v1/transactions",
+            Some(INGEST),
+            &purchase("later", "m-1", "10.00"),
+        )
         .await;
     assert_eq!(r.status(), StatusCode::CREATED);
     assert_eq!(api.available("m-1").await, Some(43 + 10));
@@ -475,9 +550,14 @@ async fn a_good_reload_stamps_the_new_version_on_later_postings_only() {
     let r = api.post("/v1/admin/rollback", Some(ADMIN), "").await;
     assert_eq!(r.status(), StatusCode::CONFLICT);
     // v2 was rolled back from and dropped: its transaction can no longer be replayed.
-    let explain = api.json("/v1/transactions/late/explain", StatusCode::OK).await;
+    let explain = api
+        .json("/v1/transactions/late/explain", StatusCode::OK)
+        .await;
     assert_eq!(explain["replayed"], false);
-    assert!(explain["reason"].as_str().unwrap().contains("no longer loaded"));
+    assert!(explain["reason"]
+        .as_str()
+        .unwrap()
+        .contains("no longer loaded"));
     stop(daemon).await;
 }
 
@@ -564,7 +644,10 @@ async fn a_restart_from_the_event_log_reproduces_balances() {
     let members = ["m-1", "m-2", "m-3"];
     let mut before = Vec::new();
     for m in members {
-        before.push(api.json(&format!("/v1/members/{m}/balance"), StatusCode::OK).await);
+        before.push(
+            api.json(&format!("/v1/members/{m}/balance"), StatusCode::OK)
+                .await,
+        );
     }
     let history_before = api.json("/v1/members/m-1/history", StatusCode::OK).await;
     stop(daemon).await;
@@ -573,7 +656,9 @@ async fn a_restart_from_the_event_log_reproduces_balances() {
     let daemon = start(setup.config(false)).await;
     let api = Api::new(&daemon);
     for (m, b) in members.iter().zip(&before) {
-        let after = api.json(&format!("/v1/members/{m}/balance"), StatusCode::OK).await;
+        let after = api
+            .json(&format!("/v1/members/{m}/balance"), StatusCode::OK)
+            .await;
         assert_eq!(&after, b, "{m}");
     }
     assert_eq!(api.available("m-3").await, Some(70));
@@ -582,7 +667,9 @@ async fn a_restart_from_the_event_log_reproduces_balances() {
         history_before
     );
     // The explain journal survives too.
-    let explain = api.json("/v1/transactions/p-4/explain", StatusCode::OK).await;
+    let explain = api
+        .json("/v1/transactions/p-4/explain", StatusCode::OK)
+        .await;
     assert_eq!(explain["reproduced"], true);
     stop(daemon).await;
 

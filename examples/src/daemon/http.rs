@@ -122,9 +122,7 @@ impl Auth {
     /// Digests of the configured tokens.
     pub fn new(users: &[Secret], admins: &[Secret], ingest: &[Secret]) -> Auth {
         let digests = |list: &[Secret]| -> Vec<[u8; 32]> {
-            list.iter()
-                .map(|t| digest(t.expose().as_bytes()))
-                .collect()
+            list.iter().map(|t| digest(t.expose().as_bytes())).collect()
         };
         Auth {
             users: digests(users),
@@ -305,7 +303,10 @@ pub fn router(
         .route_layer(middleware::from_fn_with_state(state.clone(), require_user));
     let ingest = Router::new()
         .route("/v1/transactions", post(submit))
-        .route_layer(middleware::from_fn_with_state(state.clone(), require_ingest));
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            require_ingest,
+        ));
     let admin = Router::new()
         .route("/v1/admin/reload", post(reload))
         .route("/v1/admin/rollback", post(rollback))
@@ -694,7 +695,11 @@ async fn explain(
 async fn submit(State(state): State<Arc<AppState>>, RawBody(body): RawBody) -> ApiResult<Response> {
     match state.submitter.submit_bytes(body.to_vec()).await {
         Ok(Disposition::Applied(receipt)) => {
-            let status = if receipt.duplicate { StatusCode::OK } else { StatusCode::CREATED };
+            let status = if receipt.duplicate {
+                StatusCode::OK
+            } else {
+                StatusCode::CREATED
+            };
             Ok((
                 status,
                 Json(json!({
@@ -717,7 +722,9 @@ async fn submit(State(state): State<Arc<AppState>>, RawBody(body): RawBody) -> A
             "dead_lettered",
             reason.message.clone(),
         )
-        .with_details(json!({"stage": reason.stage.as_str(), "code": reason.code, "field": reason.field}))),
+        .with_details(
+            json!({"stage": reason.stage.as_str(), "code": reason.code, "field": reason.field}),
+        )),
         Err(SubmitError::Closed | SubmitError::Abandoned) => Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "shutting_down",

@@ -45,8 +45,8 @@ use rewards_core::{ErrorKind, LedgerStore, MemberId, MemberProfile};
 use rewards_runtime::jobs::{JobRunner, JobSchedule};
 use rewards_runtime::metrics::JobKind;
 use rewards_runtime::{
-    in_process, shutdown_channel, Backoff, DeadLetterSink, JsonLinesDeadLetters, JsonLinesSource, Metrics,
-    Pipeline, PipelineConfig, RunReport, ShutdownSignal, ShutdownTrigger, Source,
+    in_process, shutdown_channel, Backoff, DeadLetterSink, JsonLinesDeadLetters, JsonLinesSource,
+    Metrics, Pipeline, PipelineConfig, RunReport, ShutdownSignal, ShutdownTrigger, Source,
 };
 
 use self::config::{Config, Fsync, InputKind, Mode};

@@ -81,8 +81,10 @@ impl Setup {
     /// The embedded default on port 0, jobs off (they run by the wall
     /// clock), the file watcher off unless asked.
     pub fn config(&self, with_input: bool) -> Config {
-        let mut c = Config::default();
-        c.state_dir = self.state();
+        let mut c = Config {
+            state_dir: self.state(),
+            ..Config::default()
+        };
         c.http.addr = "127.0.0.1:0".parse().expect("addr");
         c.http.tokens = vec![Secret::new(USER)];
         c.http.admin_tokens = vec![Secret::new(ADMIN)];
@@ -91,6 +93,7 @@ impl Setup {
         c.programs.default = "card".into();
         c.programs.watch = false;
         c.jobs.enabled = false;
+        c.log.level = "warn".into();
         if with_input {
             c.input.kind = InputKind::File;
             c.input.path = Some(self.input.clone());
