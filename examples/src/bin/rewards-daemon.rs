@@ -7,7 +7,8 @@
 //!
 //! Exit status: 0 after a graceful stop (SIGTERM, SIGINT, or the end of a
 //! finite input with `--exit-when-done`); 1 when the configuration is
-//! invalid or the daemon cannot start; 2 when the input failed.
+//! invalid or the daemon cannot start; 2 when the input failed; 130 on a
+//! second Ctrl-C during the graceful stop.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -155,9 +156,12 @@ async fn run(config: Config, exit_when_done: bool, check_only: bool) -> ExitCode
     tokio::spawn(async move {
         wait_for_signal().await;
         handle.shutdown();
-        wait_for_signal().await;
-        eprintln!("rewards-daemon: second signal, exiting at once");
-        std::process::exit(130);
+        // Repeated SIGTERMs (a supervisor signalling the whole process
+        // group) do not cut the graceful stop short; a second Ctrl-C does.
+        if tokio::signal::ctrl_c().await.is_ok() {
+            eprintln!("rewards-daemon: second interrupt, exiting at once");
+            std::process::exit(130);
+        }
     });
 
     let mut printed = false;
