@@ -6,7 +6,7 @@
 //! numbers in attributes are read as exact decimals and a float amount can be
 //! told apart from a decimal string.
 
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{DateTime, Datelike, SecondsFormat, Utc};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -109,8 +109,11 @@ impl Presence {
 }
 
 /// A value of a free-form attribute: numbers are exact decimals.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(untagged)]
+///
+/// Serialised as plain JSON (`true`, `"12"`, `12`) with numbers written
+/// exactly, and read back through the wire decoder's rules, so a text
+/// `"12"` stays text and a number `0.1` stays the exact decimal 0.1.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum AttrValue {
     /// A boolean.
     Bool(bool),
@@ -118,6 +121,19 @@ pub enum AttrValue {
     Number(Decimal),
     /// A string.
     Text(String),
+}
+
+impl Serialize for AttrValue {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        attr_to_json(self).serialize(serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for AttrValue {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let value = Value::deserialize(deserializer)?;
+        attr_value(&value, "attribute").map_err(serde::de::Error::custom)
+    }
 }
 
 /// One line of a basket.
@@ -470,6 +486,15 @@ impl Transaction {
                 )
             })?
             .with_timezone(&Utc);
+        // RFC 3339 has four-digit years: an offset may push a local time in
+        // year 9999 (or 0000) out of them in UTC, where the canonical form
+        // could no longer be written (found by fuzzing, `decode_tx`).
+        if !(0..=9999).contains(&time.year()) {
+            return Err(DecodeError::new(
+                "time",
+                format!("`{time_text}` is outside the years 0000 to 9999 in UTC"),
+            ));
+        }
         let mcc = optional(fields, "mcc")
             .map(|v| integer(v, "mcc", 0, 9999).map(|n| n as u16))
             .transpose()?;

@@ -80,3 +80,21 @@ fn same_id_different_content_has_a_different_fingerprint() {
     assert_ne!(a.fingerprint(), b.fingerprint());
     assert_eq!(a.fingerprint(), a2.fingerprint());
 }
+
+#[test]
+fn attribute_values_round_trip_through_serde_exactly() {
+    use rewards_core::AttrValue;
+    use rust_decimal::Decimal;
+    use std::str::FromStr;
+    let values = vec![
+        AttrValue::Text("12".into()),
+        AttrValue::Text("true".into()),
+        AttrValue::Bool(true),
+        AttrValue::Number(Decimal::from_str("0.1").unwrap()),
+        AttrValue::Number(Decimal::from_str("-12345678901234567890.5").unwrap()),
+    ];
+    let json = serde_json::to_string(&values).unwrap();
+    assert_eq!(json, r#"["12","true",true,0.1,-12345678901234567890.5]"#);
+    let back: Vec<AttrValue> = serde_json::from_str(&json).unwrap();
+    assert_eq!(back, values);
+}
