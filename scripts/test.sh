@@ -24,6 +24,7 @@ fi
 rc=0
 echo "==> cargo nextest run --workspace --no-fail-fast"
 cargo nextest run --workspace --no-fail-fast || rc=$?
+scripts/fuzz.sh 15 || rc=$?
 echo "==> cargo test --workspace --doc"
 cargo test --workspace --doc || rc=$?
 
