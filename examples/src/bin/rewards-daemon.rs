@@ -144,6 +144,9 @@ async fn run(config: Config, exit_when_done: bool, check_only: bool) -> ExitCode
             }
         };
     }
+    // Listen before starting: a SIGTERM that arrives while the daemon
+    // starts must stop it gracefully, not kill it.
+    let signals = Signals::install();
     let daemon = match Daemon::start(config, compiler).await {
         Ok(d) => d,
         Err(e) => {
@@ -154,14 +157,14 @@ async fn run(config: Config, exit_when_done: bool, check_only: bool) -> ExitCode
     };
     let handle = daemon.shutdown_handle();
     tokio::spawn(async move {
-        wait_for_signal().await;
+        let mut signals = signals;
+        signals.wait().await;
         handle.shutdown();
         // Repeated SIGTERMs (a supervisor signalling the whole process
         // group) do not cut the graceful stop short; a second Ctrl-C does.
-        if tokio::signal::ctrl_c().await.is_ok() {
-            eprintln!("rewards-daemon: second interrupt, exiting at once");
-            std::process::exit(130);
-        }
+        signals.interrupt().await;
+        eprintln!("rewards-daemon: second interrupt, exiting at once");
+        std::process::exit(130);
     });
 
     let mut printed = false;
@@ -203,24 +206,68 @@ async fn run(config: Config, exit_when_done: bool, check_only: bool) -> ExitCode
     }
 }
 
-async fn wait_for_signal() {
+/// SIGTERM and SIGINT listeners, installed before the daemon starts.
+struct Signals {
     #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = term.recv() => tracing::info!("SIGTERM received"),
-                    _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
-                }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
+    term: Option<tokio::signal::unix::Signal>,
+    #[cfg(unix)]
+    int: Option<tokio::signal::unix::Signal>,
+}
+
+impl Signals {
+    fn install() -> Signals {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            Signals {
+                term: signal(SignalKind::terminate()).ok(),
+                int: signal(SignalKind::interrupt()).ok(),
             }
         }
+        #[cfg(not(unix))]
+        Signals {}
     }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
+
+    /// The first SIGTERM or SIGINT.
+    async fn wait(&mut self) {
+        #[cfg(unix)]
+        {
+            let term = async {
+                match self.term.as_mut() {
+                    Some(s) => s.recv().await,
+                    None => std::future::pending().await,
+                }
+            };
+            let int = async {
+                match self.int.as_mut() {
+                    Some(s) => s.recv().await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                _ = term => tracing::info!("SIGTERM received"),
+                _ = int => tracing::info!("SIGINT received"),
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+            tracing::info!("SIGINT received");
+        }
+    }
+
+    /// The next SIGINT (repeated SIGTERMs are ignored).
+    async fn interrupt(&mut self) {
+        #[cfg(unix)]
+        match self.int.as_mut() {
+            Some(s) => {
+                s.recv().await;
+            }
+            None => std::future::pending::<()>().await,
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }

@@ -988,6 +988,29 @@ mod tests {
     }
 
     #[test]
+    fn the_example_configurations_are_valid() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let embedded = Config::from_file(&dir.join("daemon.toml")).unwrap();
+        embedded.validate().unwrap();
+        assert_eq!(embedded.mode, Mode::Embedded);
+        assert_eq!(embedded.programs.files.len(), 3);
+        assert!(embedded.programs.files.values().all(|p| p.exists()));
+        assert!(embedded.input.path.as_ref().unwrap().exists());
+        assert!(embedded.input.profiles.as_ref().unwrap().exists());
+
+        let mut full = Config::from_file(&dir.join("daemon-full.toml")).unwrap();
+        assert_eq!(full.mode, Mode::Full);
+        assert_eq!(full.input.kind, InputKind::Kafka);
+        // Tokens come from the environment in full mode.
+        assert!(full.validate().is_err());
+        full.apply_overrides(|k| {
+            (k == "REWARDS_API_TOKENS").then(|| "an-api-token-from-env".to_string())
+        })
+        .unwrap();
+        assert_eq!(full.validate().is_ok(), cfg!(feature = "full"));
+    }
+
+    #[test]
     fn fsync_policies_parse() {
         assert_eq!(Fsync::parse("always"), Ok(Fsync::Always));
         assert_eq!(Fsync::parse("every:5"), Ok(Fsync::Every(5)));
