@@ -1,1 +1,2 @@
 //! Benchmarks and the load generator of the rewards engine.
+pub mod peers;
