@@ -55,7 +55,7 @@ const SCRIPT: &str = "scripts/services/tansu.sh";
 const RULES: &str = "examples/rules/cashback.rwd";
 const PARTITIONS: i32 = 4;
 /// A bound against hanging for ever, not a speed assertion.
-const PATIENCE: Duration = Duration::from_secs(300);
+const PATIENCE: Duration = Duration::from_secs(120);
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -225,6 +225,13 @@ impl Setup {
             .expect("spawn fault_worker")
     }
 
+    /// The end of the workers' log.
+    fn log_tail(&self) -> String {
+        let log = std::fs::read_to_string(self.dir.path().join("worker.log")).unwrap_or_default();
+        let lines: Vec<&str> = log.lines().collect();
+        lines[lines.len().saturating_sub(40)..].join("\n")
+    }
+
     /// Rows in the inbox: transactions stored.
     async fn inbox_rows(&self, store: &PgStore) -> i64 {
         let client = store.primary_pool().get().await.expect("pg connection");
@@ -375,8 +382,8 @@ async fn wait_committed(setup: &Setup, group: &str, ends: &[i64]) {
         }
         assert!(
             Instant::now() < deadline,
-            "gave up waiting for group {group} to commit {ends:?} (at {at:?}); worker log: {}",
-            setup.dir.path().join("worker.log").display()
+            "gave up waiting for group {group} to commit {ends:?} (at {at:?}); worker log:\n{}",
+            setup.log_tail()
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
@@ -513,6 +520,11 @@ async fn sigkill_at_random_points_loses_and_doubles_nothing_and_a_replay_changes
             }
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
+        assert!(
+            Instant::now() < deadline,
+            "cycle {cycle}: the worker stored nothing new; its log:\n{}",
+            setup.log_tail()
+        );
         tokio::time::sleep(Duration::from_millis(rng.below(800))).await;
         let at_kill = setup.inbox_rows(cached.store()).await;
         kill(&mut worker);
