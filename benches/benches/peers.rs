@@ -308,7 +308,9 @@ fn parts(c: &mut Criterion) {
             let (tx, _) = &cases[i % n];
             i = i.wrapping_add(1);
             let local = tx.time.with_timezone(&tz).naive_local();
-            let later = local.checked_add_months(Months::new(24)).map(|t| tz.from_local_datetime(&t).earliest());
+            let later = local
+                .checked_add_months(Months::new(24))
+                .map(|t| tz.from_local_datetime(&t).earliest());
             black_box(later);
         })
     });

@@ -28,7 +28,9 @@ fn rwd_and_hand_written_rust_give_the_same_points() {
     for (tx, view) in &cases {
         let outcome = plan.evaluate(tx, view).expect("the plan evaluates");
         awards_of(&outcome, &mut want);
-        native.evaluate(tx, view, &mut got).expect("native evaluates");
+        native
+            .evaluate(tx, view, &mut got)
+            .expect("native evaluates");
         for a in &want {
             awarded[usize::from(a.rule)] += 1;
         }

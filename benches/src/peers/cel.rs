@@ -51,7 +51,10 @@ pub struct CelPeer {
 
 /// Whole cents of an amount (amounts carry at most two decimals here).
 fn cents(d: Decimal) -> i64 {
-    (d * Decimal::ONE_HUNDRED).trunc().to_i64().unwrap_or(i64::MAX)
+    (d * Decimal::ONE_HUNDRED)
+        .trunc()
+        .to_i64()
+        .unwrap_or(i64::MAX)
 }
 
 fn floor(d: Decimal) -> i64 {

@@ -150,11 +150,8 @@ impl FactsBuilder {
             window: Window::Year.key_for(day),
         });
         f.items.clear();
-        f.items.extend(
-            tx.line_items
-                .iter()
-                .map(|i| (i.category.clone(), i.amount)),
-        );
+        f.items
+            .extend(tx.line_items.iter().map(|i| (i.category.clone(), i.amount)));
         for ((name, window), used) in self.caps.iter().zip(f.used.iter_mut()) {
             let mut sum = Decimal::ZERO;
             for key in window.keys_for(day) {

@@ -52,7 +52,11 @@ const CAPS: [(&str, Window, [i64; 5]); 11] = [
     ("cap.pharmacy", Window::Day, [0, 10, 60, 150, 210]),
     ("cap.wallet", Window::Day, [0, 5, 45, 50, 55]),
     ("cap.big_ticket", Window::Month, [0, 250, 900, 1000, 1250]),
-    ("cap.night_owl", Window::Week(chrono::Weekday::Mon), [0, 10, 20, 30, 40]),
+    (
+        "cap.night_owl",
+        Window::Week(chrono::Weekday::Mon),
+        [0, 10, 20, 30, 40],
+    ),
     ("cap.holiday", Window::Month, [0, 100, 1950, 2000, 2100]),
 ];
 

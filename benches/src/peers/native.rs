@@ -269,10 +269,7 @@ impl Native {
                         .ok_or(NativeError::Overflow)?
                         .min(self.room(view, 4, month, day, 500)?),
                 );
-                let student = matches!(
-                    view.attributes.get("student"),
-                    Some(AttrValue::Bool(true))
-                );
+                let student = matches!(view.attributes.get("student"), Some(AttrValue::Bool(true)));
                 if student {
                     earned[STUDENTS] = Some(whole);
                 }
@@ -310,13 +307,8 @@ impl Native {
         }
         let hour = local.hour();
         if !(5..22).contains(&hour) {
-            earned[NIGHT_OWL] = Some(10.min(self.room(
-                view,
-                9,
-                Window::Week(Weekday::Mon),
-                day,
-                30,
-            )?));
+            earned[NIGHT_OWL] =
+                Some(10.min(self.room(view, 9, Window::Week(Weekday::Mon), day, 30)?));
         }
         if matches!(tx.attributes.get("segment"), Some(AttrValue::Text(s)) if s == "premium") {
             let exact = (amount * Decimal::new(2, 2)).max(Decimal::ZERO);
