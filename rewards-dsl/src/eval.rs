@@ -355,29 +355,35 @@ impl Plan {
             .and_then(|i| u16::try_from(i).ok())
     }
 
-    pub(crate) fn aggregate_value(&self, slot: u16, cx: &Cx<'_>) -> Val<'static> {
+    pub(crate) fn aggregate_value(
+        &self,
+        slot: u16,
+        cx: &Cx<'_>,
+    ) -> Result<Val<'static>, EvalError> {
         let Some(a) = self.aggregates.get(usize::from(slot)) else {
-            return Val::Absent;
+            return Ok(Val::Absent);
         };
+        // Counters come from the store: sums are checked like any arithmetic.
+        let overflow = || EvalError::Overflow(format!("aggregate {}", a.label));
         let mut sum = Decimal::ZERO;
         for key in a.window.keys_for(cx.date) {
             let k = CounterKey {
                 name: a.counter.clone(),
                 window: key,
             };
-            sum += cx.view.counter(&k);
+            sum = sum.checked_add(cx.view.counter(&k)).ok_or_else(overflow)?;
         }
         if let Some(own) = cx
             .own
             .and_then(|o| o.get(usize::from(slot)).copied().flatten())
         {
-            sum += own;
+            sum = sum.checked_add(own).ok_or_else(overflow)?;
         }
-        if a.spend {
+        Ok(if a.spend {
             Val::Money(sum)
         } else {
             sum.trunc().to_i64().map_or(Val::Absent, Val::Int)
-        }
+        })
     }
 
     /// Evaluates one node.
@@ -423,7 +429,7 @@ impl Plan {
                     ItemField::Amount => Val::Money(item.amount),
                 },
             },
-            Node::Aggregate(slot) => self.aggregate_value(*slot, cx),
+            Node::Aggregate(slot) => self.aggregate_value(*slot, cx)?,
             Node::Not(x) => not(&self.eval(*x, cx)?),
             Node::Neg(x) => neg(&self.eval(*x, cx)?)?,
             Node::And(a, b) => {
@@ -982,8 +988,9 @@ impl Plan {
                     }
                 }
             }
-            let extra = (f - Decimal::ONE)
-                .checked_mul(Decimal::from(base))
+            let extra = f
+                .checked_sub(Decimal::ONE)
+                .and_then(|x| x.checked_mul(Decimal::from(base)))
                 .ok_or_else(|| EvalError::Overflow(r.id.to_string()))?
                 .max(Decimal::ZERO);
             let rounded = round_award(extra, r.rounding).map_err(|e| e.within(&r.id))?;
@@ -1228,14 +1235,20 @@ impl Plan {
             let room = match cap.window {
                 None => cap.limit,
                 Some(w) => {
+                    let overflow = || EvalError::Overflow(format!("cap of {}", r.id));
                     let mut used = Decimal::ZERO;
                     for key in w.keys_for(cx.date) {
-                        used += cx.view.counter(&CounterKey {
+                        let v = cx.view.counter(&CounterKey {
                             name: r.counter.clone(),
                             window: key,
                         });
+                        used = used.checked_add(v).ok_or_else(overflow)?;
                     }
-                    let room = (Decimal::from(cap.limit) - used).floor().max(Decimal::ZERO);
+                    let room = Decimal::from(cap.limit)
+                        .checked_sub(used)
+                        .ok_or_else(overflow)?
+                        .floor()
+                        .max(Decimal::ZERO);
                     if explain {
                         text.push_str(&format!(
                             "; cap {}: used {}, room {room}",

@@ -298,7 +298,8 @@ fn apply(tx: &Transaction, outcome: &Outcome, state: &mut State) -> i64 {
         TxKind::Purchase | TxKind::Authorization => {
             let points = outcome.total_points().map_or(0, Points::get);
             for c in &outcome.counters {
-                *view.counters.entry(c.key.clone()).or_insert(Decimal::ZERO) += c.delta;
+                let slot = view.counters.entry(c.key.clone()).or_insert(Decimal::ZERO);
+                *slot = slot.saturating_add(c.delta);
             }
             view.balance = Points(view.balance.get().saturating_add(points));
             state.history.insert(
@@ -334,7 +335,7 @@ fn apply(tx: &Transaction, outcome: &Outcome, state: &mut State) -> i64 {
             }
             let running = (orig.refunded + tx.amount.amount).min(orig.amount);
             orig.refunded = running;
-            let share = |x: Decimal| x * running / orig.amount;
+            let share = |x: Decimal| x.saturating_mul(running) / orig.amount;
             let clawed_total = share(Decimal::from(orig.points))
                 .floor()
                 .to_i64()
@@ -346,7 +347,8 @@ fn apply(tx: &Transaction, outcome: &Outcome, state: &mut State) -> i64 {
                     .round_dp_with_strategy(delta.scale(), rust_decimal::RoundingStrategy::ToZero);
                 let step = target - *reversed;
                 *reversed = target;
-                *view.counters.entry(key.clone()).or_insert(Decimal::ZERO) -= step;
+                let slot = view.counters.entry(key.clone()).or_insert(Decimal::ZERO);
+                *slot = slot.saturating_sub(step);
             }
             view.balance = Points(view.balance.get().saturating_sub(claw));
             -claw

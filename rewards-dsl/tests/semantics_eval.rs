@@ -694,3 +694,27 @@ fn dispatch_skips_rules_that_cannot_match_but_explain_agrees() {
         }
     }
 }
+
+#[test]
+fn extreme_counters_from_the_store_are_an_overflow_error_not_a_panic() {
+    let p = plan(
+        "aggregate s = spend per rolling 2 days\n\
+         rule r {\n when s != 1 USD\n earn 1 points\n}\n",
+    );
+    let t = tx("1", None, NOON);
+    let mut keys = Vec::new();
+    p.counter_keys(&t, &mut keys);
+    assert_eq!(keys.len(), 2, "{keys:?}");
+    for level in [Decimal::MAX, Decimal::MIN] {
+        let mut view = MemberView::default();
+        for k in &keys {
+            view.counters.insert(k.clone(), level);
+        }
+        let e = p.evaluate(&t, &view).expect_err("overflow");
+        assert_eq!(e.code(), "eval.overflow", "{level}: {e}");
+        assert_eq!(
+            p.explain(&t, &view).expect_err("overflow").code(),
+            "eval.overflow"
+        );
+    }
+}
