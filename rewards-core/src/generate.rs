@@ -214,6 +214,9 @@ pub struct Generator {
     member_weights: Vec<u64>,
     category_weights: Vec<u64>,
     refundable: Vec<Refundable>,
+    /// Which of `refundable` can still be refunded, as an order-statistics
+    /// index: picking the k-th one costs O(log n), not a scan.
+    open: OpenIndex,
     follow_ups: VecDeque<FollowUp>,
     index: usize,
     start: DateTime<Utc>,
@@ -247,6 +250,7 @@ impl Generator {
             member_weights,
             category_weights,
             refundable: Vec::new(),
+            open: OpenIndex::default(),
             follow_ups: VecDeque::new(),
             index: 0,
             start,
@@ -330,7 +334,7 @@ impl Generator {
         let mut tx = self.base(f.kind, f.member.clone(), f.mcc, f.cents);
         tx.original_id = Some(f.original.clone());
         if f.kind == TxKind::Settlement {
-            self.refundable.push(Refundable {
+            self.push_refundable(Refundable {
                 id: f.original,
                 member: f.member,
                 mcc: f.mcc,
@@ -341,14 +345,19 @@ impl Generator {
         tx
     }
 
+    fn push_refundable(&mut self, r: Refundable) {
+        self.open.push(r.refunded < r.cents);
+        self.refundable.push(r);
+    }
+
     fn refund(&mut self) -> Option<Transaction> {
-        let open: Vec<usize> = (0..self.refundable.len())
-            .filter(|&i| self.refundable[i].refunded < self.refundable[i].cents)
-            .collect();
-        if open.is_empty() {
+        // The same draw as picking from the list of still-refundable
+        // purchases in order: the k-th one, found in O(log n).
+        let count = self.open.count();
+        if count == 0 {
             return None;
         }
-        let i = open[self.rng.gen_range(0..open.len())];
+        let i = self.open.nth(self.rng.gen_range(0..count));
         let left = self.refundable[i].cents - self.refundable[i].refunded;
         let partial = left > 1 && self.rng.gen_range(0..100) < self.config.partial_refund_percent;
         let cents = if partial {
@@ -357,6 +366,9 @@ impl Generator {
             left
         };
         self.refundable[i].refunded += cents;
+        if self.refundable[i].refunded >= self.refundable[i].cents {
+            self.open.close(i);
+        }
         let r = self.refundable[i].clone();
         let mut tx = self.base(TxKind::Refund, r.member, r.mcc, cents);
         tx.original_id = Some(r.id);
@@ -437,7 +449,7 @@ impl Iterator for Generator {
                 None => {
                     let tx = self.purchase_like(TxKind::Purchase);
                     let cents = self.cents_of(&tx);
-                    self.refundable.push(Refundable {
+                    self.push_refundable(Refundable {
                         id: tx.id.clone(),
                         member: tx.member.clone(),
                         mcc: tx.mcc.unwrap_or(0),
@@ -450,6 +462,74 @@ impl Iterator for Generator {
         };
         self.index += 1;
         Some(tx)
+    }
+}
+
+/// A Fenwick tree over 0/1 flags ("still open") that grows at the end:
+/// count, close and find the k-th open flag in O(log n).
+#[derive(Debug, Default)]
+struct OpenIndex {
+    /// 1-based Fenwick array (`tree[0]` unused).
+    tree: Vec<usize>,
+    open: usize,
+}
+
+impl OpenIndex {
+    fn lowbit(i: usize) -> usize {
+        i & i.wrapping_neg()
+    }
+
+    /// Sum of the flags `1..=i` (1-based).
+    fn prefix(&self, mut i: usize) -> usize {
+        let mut sum = 0;
+        while i > 0 {
+            sum += self.tree[i];
+            i -= Self::lowbit(i);
+        }
+        sum
+    }
+
+    /// Appends a flag.
+    fn push(&mut self, open: bool) {
+        if self.tree.is_empty() {
+            self.tree.push(0);
+        }
+        let i = self.tree.len();
+        let covered = self.prefix(i - 1) - self.prefix(i - Self::lowbit(i));
+        self.tree.push(covered + usize::from(open));
+        self.open += usize::from(open);
+    }
+
+    fn count(&self) -> usize {
+        self.open
+    }
+
+    /// Clears the flag at (0-based) `index`, which must be open.
+    fn close(&mut self, index: usize) {
+        let mut i = index + 1;
+        while i < self.tree.len() {
+            self.tree[i] -= 1;
+            i += Self::lowbit(i);
+        }
+        self.open -= 1;
+    }
+
+    /// The (0-based) index of the k-th (0-based) open flag; `k < count()`.
+    fn nth(&self, k: usize) -> usize {
+        let n = self.tree.len() - 1;
+        let mut pos = 0;
+        let mut left = k;
+        let mut step = n.checked_next_power_of_two().unwrap_or(0);
+        while step > 0 {
+            let next = pos + step;
+            if next <= n && self.tree[next] <= left {
+                pos = next;
+                left -= self.tree[next];
+            }
+            step >>= 1;
+        }
+        // `pos` flags hold k of the open ones: the next one is the k-th.
+        pos
     }
 }
 
@@ -470,6 +550,27 @@ mod tests {
             transactions: n,
             members: 500,
             ..GeneratorConfig::default()
+        }
+    }
+
+    #[test]
+    fn open_index_finds_the_kth_open_flag() {
+        let mut rng = ChaCha8Rng::seed_from_u64(3);
+        let mut index = OpenIndex::default();
+        let mut flags: Vec<bool> = Vec::new();
+        for _ in 0..3000 {
+            if rng.gen_range(0..3) > 0 || index.count() == 0 {
+                let open = rng.gen_range(0..10) > 0;
+                index.push(open);
+                flags.push(open);
+            } else {
+                let open: Vec<usize> = (0..flags.len()).filter(|&i| flags[i]).collect();
+                assert_eq!(index.count(), open.len());
+                let k = rng.gen_range(0..open.len());
+                assert_eq!(index.nth(k), open[k]);
+                index.close(open[k]);
+                flags[open[k]] = false;
+            }
         }
     }
 

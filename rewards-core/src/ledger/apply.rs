@@ -32,6 +32,40 @@ pub fn apply(
     command: &Command<'_>,
     config: &LedgerConfig,
 ) -> Result<Option<LedgerEntry>> {
+    apply_inner(state, command, config, None)
+}
+
+/// The member's open lots, handed to [`apply_with_open_lots`] lazily by a
+/// store that keeps them in spend order (the in-memory store does), so that
+/// a command spending a few points does not load every open lot.
+pub trait OpenLots {
+    /// The member's lots with status `available` and `remaining > 0`, in
+    /// [`Lot::spend_order`]. Lots also present in [`MemberState::lots`]
+    /// may be listed too: the loaded copy wins.
+    fn in_spend_order(&self) -> Box<dyn Iterator<Item = &Lot> + '_>;
+}
+
+/// [`apply`] for a store that hands the member's open lots over lazily:
+/// for a command whose [`Command::spends_open_lots_in_order`] is true, the
+/// store may load only the lots of the records ([`LotNeed::OfRecords`](super::LotNeed::OfRecords))
+/// into `state` and pass the open lots as `open`; the ledger takes from them
+/// first-expiring-first only as far as it needs to. The result is the same
+/// entry [`apply`] returns with every open lot loaded.
+pub fn apply_with_open_lots(
+    state: &MemberState,
+    command: &Command<'_>,
+    config: &LedgerConfig,
+    open: &dyn OpenLots,
+) -> Result<Option<LedgerEntry>> {
+    apply_inner(state, command, config, Some(open))
+}
+
+fn apply_inner(
+    state: &MemberState,
+    command: &Command<'_>,
+    config: &LedgerConfig,
+    open: Option<&dyn OpenLots>,
+) -> Result<Option<LedgerEntry>> {
     if command.member() != &state.member.member {
         return Err(Error::Invalid(format!(
             "the state loaded is of member {}, the command is for {}",
@@ -40,11 +74,14 @@ pub fn apply(
         )));
     }
     match *command {
-        Command::Transaction { tx, outcome } => transaction(state, tx, outcome, config).map(Some),
-        Command::Redeem(r) => redeem(state, r).map(Some),
+        Command::Transaction { tx, outcome } => {
+            transaction(state, tx, outcome, config, open).map(Some)
+        }
+        Command::Redeem(r) => redeem(state, r, open).map(Some),
         Command::Adjust(a) => {
             let fingerprint = command.fingerprint()?;
             let mut work = Work::new(state, a.id.clone(), EntryKind::Adjustment, a.time, None);
+            work.open = open;
             adjust(&mut work, a)?;
             work.finish(fingerprint).map(Some)
         }
@@ -60,6 +97,8 @@ pub fn apply(
 /// each step changes, with everything it changed recorded for the store.
 struct Work<'s> {
     state: &'s MemberState,
+    /// Open lots beyond `lots`, taken lazily (see [`OpenLots`]).
+    open: Option<&'s dyn OpenLots>,
     member: MemberRecord,
     lots: BTreeMap<TxId, Lot>,
     changed_lots: Vec<TxId>,
@@ -87,6 +126,7 @@ impl<'s> Work<'s> {
     ) -> Work<'s> {
         Work {
             state,
+            open: None,
             member: state.member.clone(),
             lots: state
                 .lots
@@ -191,28 +231,68 @@ impl<'s> Work<'s> {
     }
 
     /// Takes up to `points` from available lots, first-expiring-first,
-    /// skipping `except`; returns how much was taken.
+    /// skipping `except`; returns how much was taken. The loaded lots are
+    /// merged with the lazily handed-over open lots (if any), so only the
+    /// lots actually spent are copied.
     fn take_from_lots(&mut self, points: Points, except: Option<&TxId>) -> Result<Points> {
-        let mut open: Vec<&Lot> = self
-            .lots
-            .values()
-            .filter(|l| l.status == LotStatus::Available && l.remaining.get() > 0)
-            .filter(|l| Some(&l.id) != except)
-            .collect();
-        open.sort_by(|a, b| a.spend_order().cmp(&b.spend_order()));
-        let order: Vec<TxId> = open.into_iter().map(|l| l.id.clone()).collect();
-        let mut left = points;
-        for id in order {
-            if left.get() == 0 {
-                break;
-            }
-            if let Some(lot) = self.lot_mut(&id) {
+        if points.get() <= 0 {
+            return Ok(Points::ZERO);
+        }
+        let spendable = |l: &Lot| {
+            l.status == LotStatus::Available && l.remaining.get() > 0 && Some(&l.id) != except
+        };
+        // The plan: (lot, points to take, the lot's row if not loaded yet).
+        let mut plan: Vec<(TxId, Points, Option<Lot>)> = Vec::new();
+        {
+            let mut loaded: Vec<&Lot> = self.lots.values().filter(|l| spendable(l)).collect();
+            loaded.sort_by(|a, b| a.spend_order().cmp(&b.spend_order()));
+            let mut loaded = loaded.into_iter().peekable();
+            let lots = &self.lots;
+            let member = &self.state.member.member;
+            let mut others = self.open.map(|o| {
+                o.in_spend_order().filter(move |l| {
+                    &l.member == member && spendable(l) && !lots.contains_key(&l.id)
+                })
+            });
+            let mut other = others.as_mut().and_then(Iterator::next);
+            let mut left = points;
+            while left.get() > 0 {
+                let from_loaded = match (loaded.peek(), other) {
+                    (Some(a), Some(b)) => a.spend_order() <= b.spend_order(),
+                    (Some(_), None) => true,
+                    (None, Some(_)) => false,
+                    (None, None) => break,
+                };
+                let (lot, row) = if from_loaded {
+                    match loaded.next() {
+                        Some(lot) => (lot, None),
+                        None => break,
+                    }
+                } else {
+                    match other {
+                        Some(lot) => {
+                            other = others.as_mut().and_then(Iterator::next);
+                            (lot, Some(lot.clone()))
+                        }
+                        None => break,
+                    }
+                };
                 let take = Points(lot.remaining.get().min(left.get()));
-                lot.remaining = lot.remaining.checked_sub(take)?;
                 left = left.checked_sub(take)?;
+                plan.push((lot.id.clone(), take, row));
             }
         }
-        Ok(points.checked_sub(left)?)
+        let mut taken = Points::ZERO;
+        for (id, take, row) in plan {
+            if let Some(row) = row {
+                self.lots.insert(id.clone(), row);
+            }
+            if let Some(lot) = self.lot_mut(&id) {
+                lot.remaining = lot.remaining.checked_sub(take)?;
+                taken = taken.checked_add(take)?;
+            }
+        }
+        Ok(taken)
     }
 
     fn record_tier(&mut self, to: &Arc<str>, effective: DateTime<Utc>, now: DateTime<Utc>) {
@@ -358,11 +438,12 @@ fn scale_decimal(value: Decimal, num: Decimal, den: Decimal) -> Result<Decimal> 
         .map_err(|_| Error::other("counter out of range", None))
 }
 
-fn transaction(
-    state: &MemberState,
+fn transaction<'s>(
+    state: &'s MemberState,
     tx: &Transaction,
     outcome: &Outcome,
     config: &LedgerConfig,
+    open: Option<&'s dyn OpenLots>,
 ) -> Result<LedgerEntry> {
     if outcome.tx_id != tx.id || outcome.member != tx.member || outcome.kind != tx.kind {
         return Err(Error::Invalid(format!(
@@ -378,6 +459,7 @@ fn transaction(
         tx.time,
         Some(outcome.ruleset.clone()),
     );
+    work.open = open;
     match tx.kind {
         TxKind::Purchase | TxKind::Authorization => earn(&mut work, tx, outcome, config)?,
         TxKind::Adjustment => {
@@ -928,7 +1010,11 @@ fn void(
     Ok(())
 }
 
-fn redeem(state: &MemberState, redemption: &Redemption) -> Result<LedgerEntry> {
+fn redeem<'s>(
+    state: &'s MemberState,
+    redemption: &Redemption,
+    open: Option<&'s dyn OpenLots>,
+) -> Result<LedgerEntry> {
     if redemption.points.get() <= 0 {
         return Err(Error::Invalid(format!(
             "a redemption must spend a positive number of points, not {}",
@@ -951,6 +1037,7 @@ fn redeem(state: &MemberState, redemption: &Redemption) -> Result<LedgerEntry> {
         redemption.time,
         None,
     );
+    work.open = open;
     let taken = work.take_from_lots(redemption.points, None)?;
     if taken != redemption.points {
         return Err(Error::other(

@@ -245,6 +245,24 @@ impl Command<'_> {
         })
     }
 
+    /// Whether the command reads the open lots ([`LotNeed::Open`]) only to
+    /// spend them first-expiring-first (a refund or chargeback beyond the
+    /// original's own lot, a redemption, a debit adjustment). A store that
+    /// keeps its open lots in spend order may then load only the lots of
+    /// the records ([`LotNeed::OfRecords`]) and hand the open lots over
+    /// lazily to [`apply_with_open_lots`](super::apply_with_open_lots):
+    /// the cost no longer grows with the member's open lots.
+    pub fn spends_open_lots_in_order(&self) -> bool {
+        match self {
+            Command::Transaction { tx, .. } => matches!(
+                tx.kind,
+                TxKind::Adjustment | TxKind::Refund | TxKind::Chargeback
+            ),
+            Command::Redeem(_) | Command::Adjust(_) => true,
+            _ => false,
+        }
+    }
+
     /// What the store must load before calling [`apply`](super::apply).
     pub fn needs(&self) -> Needs {
         let mut needs = Needs {

@@ -170,7 +170,9 @@ mod apply;
 mod entry;
 mod model;
 
-pub use apply::{apply, check_member, fold_balances_from_lots, member_view};
+pub use apply::{
+    apply, apply_with_open_lots, check_member, fold_balances_from_lots, member_view, OpenLots,
+};
 pub use entry::{
     check_inbox, BudgetDelta, Command, LedgerConfig, LedgerEntry, LotNeed, MemberState, Needs,
     RecordNeed,

@@ -26,10 +26,10 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 use crate::error::{Error, ReferenceProblem, Result};
 use crate::ids::{MemberId, TxId};
 use crate::ledger::{
-    apply, check_inbox, check_member, member_view, Adjustment, AuditEvent, BudgetDelta, Command,
-    InboxEntry, LedgerConfig, LedgerEntry, Lot, LotNeed, MemberBalance, MemberRecord, MemberState,
-    Needs, Posting, Receipt, RecentEntry, ReconcileReport, RecordNeed, RecordStatus, Redemption,
-    SweepReport, TierReview, TxRecord,
+    apply, apply_with_open_lots, check_inbox, check_member, member_view, Adjustment, AuditEvent,
+    BudgetDelta, Command, InboxEntry, LedgerConfig, LedgerEntry, Lot, LotNeed, LotStatus,
+    MemberBalance, MemberRecord, MemberState, Needs, OpenLots, Posting, Receipt, RecentEntry,
+    ReconcileReport, RecordNeed, RecordStatus, Redemption, SweepReport, TierReview, TxRecord,
 };
 use crate::member::{MemberProfile, MemberView};
 use crate::outcome::Outcome;
@@ -56,19 +56,52 @@ struct MemberSlot {
     record: Option<MemberRecord>,
     profile: Option<MemberProfile>,
     lots: BTreeMap<TxId, Lot>,
+    /// The lots that can be spent (status `available`, `remaining > 0`),
+    /// in [`Lot::spend_order`]: spending a few points takes the first few
+    /// in O(log n) instead of copying and sorting every open lot.
+    open: BTreeMap<SpendKey, TxId>,
     records: HashMap<TxId, TxRecord>,
     postings: Vec<Posting>,
     events: Vec<AuditEvent>,
     counters: HashMap<CounterKey, Decimal>,
 }
 
+/// [`Lot::spend_order`] as an owned key.
+type SpendKey = (bool, Option<DateTime<Utc>>, DateTime<Utc>, TxId);
+
+fn spend_key(lot: &Lot) -> Option<SpendKey> {
+    (lot.status == LotStatus::Available && lot.remaining.get() > 0).then(|| {
+        (
+            lot.expires_at.is_none(),
+            lot.expires_at,
+            lot.earned_at,
+            lot.id.clone(),
+        )
+    })
+}
+
+/// The slot's spendable lots in spend order, handed to the ledger lazily.
+struct SlotOpenLots<'a> {
+    slot: &'a MemberSlot,
+}
+
+impl OpenLots for SlotOpenLots<'_> {
+    fn in_spend_order(&self) -> Box<dyn Iterator<Item = &Lot> + '_> {
+        let lots = &self.slot.lots;
+        Box::new(self.slot.open.values().filter_map(move |id| lots.get(id)))
+    }
+}
+
 impl MemberSlot {
     /// The state `command` needs (a superset is fine; lots and records are
-    /// cloned so that `apply` works on its own copy).
+    /// cloned so that `apply` works on its own copy). With `lazy`, only the
+    /// lots of the records are loaded: the open lots are handed to the
+    /// ledger through [`SlotOpenLots`] instead.
     fn state(
         &self,
         member: &MemberId,
         needs: &Needs,
+        lazy: bool,
         budgets: &HashMap<Arc<str>, Points>,
     ) -> MemberState {
         let mut state = MemberState::new(member.clone());
@@ -97,26 +130,30 @@ impl MemberSlot {
                 );
             }
         }
-        let of_records = |lot: &Lot| {
-            state
-                .records
-                .iter()
-                .any(|r| r.lot.as_ref() == Some(&lot.id))
-        };
+        // The lots of the loaded records, looked up by id.
+        let mut of_records: Vec<Lot> = Vec::new();
+        for id in state.records.iter().filter_map(|r| r.lot.as_ref()) {
+            if of_records.iter().any(|l| &l.id == id) {
+                continue;
+            }
+            if let Some(lot) = self.lots.get(id) {
+                of_records.push(lot.clone());
+            }
+        }
         state.lots = match needs.lots {
             LotNeed::None => Vec::new(),
-            LotNeed::OfRecords => self
-                .lots
-                .values()
-                .filter(|l| of_records(l))
-                .cloned()
-                .collect(),
-            LotNeed::Open => self
-                .lots
-                .values()
-                .filter(|l| l.remaining.get() > 0 || of_records(l))
-                .cloned()
-                .collect(),
+            LotNeed::OfRecords => of_records,
+            LotNeed::Open if lazy => of_records,
+            LotNeed::Open => {
+                let mut lots: Vec<Lot> = self
+                    .lots
+                    .values()
+                    .filter(|l| l.remaining.get() > 0 && !of_records.iter().any(|r| r.id == l.id))
+                    .cloned()
+                    .collect();
+                lots.extend(of_records);
+                lots
+            }
         };
         state.budgets_used = needs
             .budgets
@@ -124,6 +161,17 @@ impl MemberSlot {
             .map(|b| (b.clone(), budgets.get(b).copied().unwrap_or(Points::ZERO)))
             .collect();
         state
+    }
+
+    /// Upserts a lot, keeping the spend-order index in step.
+    fn put_lot(&mut self, lot: &Lot) {
+        if let Some(key) = self.lots.get(&lot.id).and_then(spend_key) {
+            self.open.remove(&key);
+        }
+        if let Some(key) = spend_key(lot) {
+            self.open.insert(key, lot.id.clone());
+        }
+        self.lots.insert(lot.id.clone(), lot.clone());
     }
 
     /// Folds an entry into the slot (live, and when rebuilding from the log).
@@ -141,7 +189,7 @@ impl MemberSlot {
         self.record = Some(entry.member.clone());
         self.postings.extend(entry.postings.iter().cloned());
         for lot in &entry.lots {
-            self.lots.insert(lot.id.clone(), lot.clone());
+            self.put_lot(lot);
         }
         for record in &entry.records {
             self.records.insert(record.id.clone(), record.clone());
@@ -292,9 +340,13 @@ impl MemoryStore {
 
     fn write_log(&self, record: &LogRecord) -> Result<()> {
         if let Some(log) = &self.log {
-            lock(log).append(record).map_err(|e| {
-                Error::unavailable("cannot write the event log", Some(Box::new(e) as _))
-            })?;
+            let unavailable =
+                |e| Error::unavailable("cannot write the event log", Some(Box::new(e) as _));
+            // Encode before taking the log's lock: only the write is serialised.
+            let line = log::encode(record).map_err(unavailable)?;
+            lock(log)
+                .append_encoded(&line, record)
+                .map_err(unavailable)?;
         }
         Ok(())
     }
@@ -346,8 +398,14 @@ impl MemoryStore {
         }
         let mut budgets = (!needs.budgets.is_empty()).then(|| lock(&self.budgets));
         let empty = HashMap::new();
-        let state = slot.state(&member, &needs, budgets.as_deref().unwrap_or(&empty));
-        let Some(entry) = apply(&state, command, &self.config)? else {
+        let lazy = command.spends_open_lots_in_order();
+        let state = slot.state(&member, &needs, lazy, budgets.as_deref().unwrap_or(&empty));
+        let applied = if lazy {
+            apply_with_open_lots(&state, command, &self.config, &SlotOpenLots { slot: &slot })?
+        } else {
+            apply(&state, command, &self.config)?
+        };
+        let Some(entry) = applied else {
             return Ok(Executed::Nothing(state.member));
         };
         self.write_log(&LogRecord::Entry(Box::new(entry.clone())))?;
