@@ -488,7 +488,7 @@ impl Transaction {
             .with_timezone(&Utc);
         // RFC 3339 has four-digit years: an offset may push a local time in
         // year 9999 (or 0000) out of them in UTC, where the canonical form
-        // could no longer be written (found by fuzzing, `decode_tx`).
+        // could no longer be written (found with the `decode_tx` fuzz invariant).
         if !(0..=9999).contains(&time.year()) {
             return Err(DecodeError::new(
                 "time",

@@ -1,5 +1,6 @@
-//! Inputs found by fuzzing (`fuzz/`, `scripts/fuzz.sh`) that once broke an
-//! invariant of the wire decoder, kept as tests.
+//! Inputs that broke the invariant of the `decode_tx` fuzz target (`fuzz/`,
+//! `scripts/fuzz.sh`): whatever the decoder accepts must decode again from
+//! its canonical form. Found while writing that invariant; kept as tests.
 
 use rewards_core::Transaction;
 
