@@ -45,7 +45,7 @@ pub const CONDITIONS: [&str; 25] = [
 /// The compiled conditions.
 pub struct CelPeer {
     programs: Vec<Program>,
-    root: Context,
+    root: Context<'static>,
     facts: FactsBuilder,
 }
 
