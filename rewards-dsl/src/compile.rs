@@ -807,11 +807,15 @@ impl<'p> Compiler<'p> {
                     })
                     .map(|(i, _)| i as u16)
                     .collect();
-                let next = seen.len() as u32;
-                let id = *seen.entry(list.clone()).or_insert(next);
-                if id == next {
-                    d.lists.push(list);
-                }
+                let id = match seen.get(&list) {
+                    Some(id) => *id,
+                    None => {
+                        let id = d.lists.len() as u32;
+                        seen.insert(list.clone(), id);
+                        d.lists.push(list);
+                        id
+                    }
+                };
                 d.table.push(id);
             }
         }

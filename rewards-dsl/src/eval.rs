@@ -11,7 +11,7 @@
 //! working state in a per-thread scratch buffer, and fills a reusable
 //! [`Outcome`]; with explain on it visits every rule and writes why.
 
-use chrono::{DateTime, Datelike, NaiveDate, TimeDelta, Timelike, Utc};
+use chrono::{DateTime, Datelike, NaiveDate, NaiveDateTime, TimeDelta, Timelike, Utc};
 use chrono_tz::Tz;
 use rewards_core::limits::MAX_LINE_ITEMS;
 use rewards_core::{
@@ -22,7 +22,7 @@ use rewards_core::{
 use rust_decimal::prelude::ToPrimitive;
 use rust_decimal::{Decimal, RoundingStrategy};
 use std::borrow::Cow;
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::cmp::Ordering;
 use std::sync::Arc;
 
@@ -220,8 +220,18 @@ fn add_months(d: NaiveDate, months: i64) -> Option<NaiveDate> {
 /// Adds a length to an instant: months and days on the local calendar of
 /// the zone (a day across a DST change is 23 or 25 hours), seconds exactly.
 pub(crate) fn add_length(t: DateTime<Utc>, l: Length, tz: Tz) -> Option<DateTime<Utc>> {
+    add_length_at(t, None, l, tz)
+}
+
+/// [`add_length`] with `t`'s local time when already known.
+fn add_length_at(
+    t: DateTime<Utc>,
+    local: Option<NaiveDateTime>,
+    l: Length,
+    tz: Tz,
+) -> Option<DateTime<Utc>> {
     let t = if l.months != 0 || l.days != 0 {
-        let local = t.with_timezone(&tz).naive_local();
+        let local = local.unwrap_or_else(|| t.with_timezone(&tz).naive_local());
         let date =
             add_months(local.date(), l.months)?.checked_add_signed(TimeDelta::try_days(l.days)?)?;
         resolve_local(date.and_time(local.time()), tz)
@@ -233,6 +243,21 @@ pub(crate) fn add_length(t: DateTime<Utc>, l: Length, tz: Tz) -> Option<DateTime
 
 /// A built-in function.
 pub(crate) fn builtin<'a>(b: Builtin, args: &[Val<'a>], tz: Tz) -> Result<Val<'a>, EvalError> {
+    builtin_at(b, args, tz, None)
+}
+
+/// [`builtin`], with an instant whose local time is already known (the
+/// transaction's own time: converted once per transaction).
+fn builtin_at<'a>(
+    b: Builtin,
+    args: &[Val<'a>],
+    tz: Tz,
+    known: Option<(DateTime<Utc>, NaiveDateTime)>,
+) -> Result<Val<'a>, EvalError> {
+    let local = |t: &DateTime<Utc>| match known {
+        Some((at, local)) if at == *t => local,
+        _ => t.with_timezone(&tz).naive_local(),
+    };
     if args.iter().any(|a| matches!(a, Val::Absent)) {
         return Ok(Val::Absent);
     }
@@ -277,15 +302,15 @@ pub(crate) fn builtin<'a>(b: Builtin, args: &[Val<'a>], tz: Tz) -> Result<Val<'a
             }
         }
         Builtin::Weekday => match first {
-            Val::DateTime(t) => Val::Weekday(t.with_timezone(&tz).weekday()),
+            Val::DateTime(t) => Val::Weekday(local(&t).weekday()),
             _ => Val::Absent,
         },
         Builtin::Hour => match first {
-            Val::DateTime(t) => Val::Int(i64::from(t.with_timezone(&tz).hour())),
+            Val::DateTime(t) => Val::Int(i64::from(local(&t).hour())),
             _ => Val::Absent,
         },
         Builtin::Date => match first {
-            Val::DateTime(t) => Val::Date(t.with_timezone(&tz).date_naive()),
+            Val::DateTime(t) => Val::Date(local(&t).date()),
             _ => Val::Absent,
         },
     })
@@ -343,6 +368,11 @@ pub(crate) struct Cx<'a> {
     /// The transaction's own aggregate increments, when reading aggregates
     /// *after* the transaction (tier qualification).
     pub own: Option<&'a [Option<Decimal>]>,
+    /// The transaction's local date-time in the ruleset's zone.
+    pub local: NaiveDateTime,
+    /// Aggregate values before the transaction, computed once per
+    /// transaction (by slot).
+    pub cache: Option<&'a [Cell<Option<Decimal>>]>,
 }
 
 impl Plan {
@@ -365,14 +395,24 @@ impl Plan {
         };
         // Counters come from the store: sums are checked like any arithmetic.
         let overflow = || EvalError::Overflow(format!("aggregate {}", a.label));
-        let mut sum = Decimal::ZERO;
-        for key in a.window.keys_for(cx.date) {
-            let k = CounterKey {
-                name: a.counter.clone(),
-                window: key,
-            };
-            sum = sum.checked_add(cx.view.counter(&k)).ok_or_else(overflow)?;
-        }
+        let cached = cx.cache.and_then(|c| c.get(usize::from(slot)));
+        let mut sum = match cached.and_then(Cell::get) {
+            Some(before) => before,
+            None => {
+                let mut sum = Decimal::ZERO;
+                for key in a.window.keys_for(cx.date) {
+                    let k = CounterKey {
+                        name: a.counter.clone(),
+                        window: key,
+                    };
+                    sum = sum.checked_add(cx.view.counter(&k)).ok_or_else(overflow)?;
+                }
+                if let Some(c) = cached {
+                    c.set(Some(sum));
+                }
+                sum
+            }
+        };
         if let Some(own) = cx
             .own
             .and_then(|o| o.get(usize::from(slot)).copied().flatten())
@@ -508,18 +548,23 @@ impl Plan {
                 match ids {
                     [x] => {
                         let v = self.eval(*x, cx)?;
-                        builtin(*b, std::slice::from_ref(&v), self.tz)?
+                        builtin_at(
+                            *b,
+                            std::slice::from_ref(&v),
+                            self.tz,
+                            Some((tx.time, cx.local)),
+                        )?
                     }
                     [x, y] => {
                         let v = [self.eval(*x, cx)?, self.eval(*y, cx)?];
-                        builtin(*b, &v, self.tz)?
+                        builtin_at(*b, &v, self.tz, Some((tx.time, cx.local)))?
                     }
                     _ => {
                         let mut vals = Vec::with_capacity(ids.len());
                         for x in ids {
                             vals.push(self.eval(*x, cx)?);
                         }
-                        builtin(*b, &vals, self.tz)?
+                        builtin_at(*b, &vals, self.tz, Some((tx.time, cx.local)))?
                     }
                 }
             }
@@ -635,6 +680,7 @@ struct Scratch {
     mults: Vec<Award>,
     winners: Vec<Option<usize>>,
     own: Vec<Option<Decimal>>,
+    aggs: Vec<Cell<Option<Decimal>>>,
 }
 
 thread_local! {
@@ -809,8 +855,30 @@ impl Plan {
         explain: bool,
         s: &mut Scratch,
     ) -> Result<(), EvalError> {
-        let date = tx.time.with_timezone(&self.tz).date_naive();
+        let local = tx.time.with_timezone(&self.tz).naive_local();
+        let date = local.date();
         let tier = self.tier_rank(view.tier.as_ref());
+        let mut aggs = std::mem::take(&mut s.aggs);
+        aggs.clear();
+        aggs.resize(self.aggregates.len(), Cell::new(None));
+        let result = self.stages(tx, view, out, explain, s, local, date, tier, &aggs);
+        s.aggs = aggs;
+        result
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn stages(
+        &self,
+        tx: &Transaction,
+        view: &MemberView,
+        out: &mut Outcome,
+        explain: bool,
+        s: &mut Scratch,
+        local: NaiveDateTime,
+        date: NaiveDate,
+        tier: Option<u16>,
+        aggs: &[Cell<Option<Decimal>>],
+    ) -> Result<(), EvalError> {
         let cx = Cx {
             tx,
             view,
@@ -818,6 +886,8 @@ impl Plan {
             tier,
             item: None,
             own: None,
+            local,
+            cache: Some(aggs),
         };
         s.cands.clear();
         s.earned.clear();
@@ -1150,10 +1220,12 @@ impl Plan {
             }
         }
         // 10: lot terms.
-        out.lot.available_at = self.pending.and_then(|p| add_length(tx.time, p, self.tz));
+        out.lot.available_at = self
+            .pending
+            .and_then(|p| add_length_at(tx.time, Some(local), p, self.tz));
         out.lot.expires_at = match self.expiry {
             ExpiryPlan::Never => None,
-            ExpiryPlan::After(l) => add_length(tx.time, l, self.tz),
+            ExpiryPlan::After(l) => add_length_at(tx.time, Some(local), l, self.tz),
             ExpiryPlan::AtEndOf(period, plus) => {
                 let first = period_end(date, period);
                 first.and_then(|d| {
@@ -1315,6 +1387,8 @@ impl Plan {
             tier,
             item: None,
             own: None,
+            local: as_of.with_timezone(&self.tz).naive_local(),
+            cache: None,
         };
         let Some(q) = self.qualified_tier(&cx)? else {
             return Ok(None);
