@@ -183,7 +183,7 @@ async fn replay(args: Args) -> Result<ExitCode, String> {
     let result = pipeline.run(&mut source, shutdown).await;
     ticker.abort();
     let elapsed = started.elapsed();
-    display.finish(progress.acked());
+    display.finish(progress.acked(), elapsed);
     let report = result.map_err(|e| format!("the replay failed: {e}"))?;
     drop(pipeline);
 
@@ -343,10 +343,14 @@ impl Display {
         }
     }
 
-    fn finish(&self, done: u64) {
+    /// Ends the display; plain mode always closes with a last line, so a
+    /// run shorter than the interval still reports its progress.
+    fn finish(&self, done: u64, elapsed: Duration) {
         if let Some(bar) = &self.bar {
             bar.set_position(done);
             bar.finish();
+        } else if self.plain {
+            eprintln!("{}", self.line(done, elapsed));
         }
     }
 }
