@@ -14,16 +14,11 @@ macro_rules! string_id {
         pub struct $name(Arc<str>);
 
         impl $name {
-            /// Builds the id, checking it is 1 to 128 characters long.
+            /// Builds the id, checking it is 1 to 128 characters long, with
+            /// no control character and no space at either end.
             pub fn new(value: impl Into<String>) -> Result<Self, IdError> {
                 let value: String = value.into();
-                let chars = value.chars().count();
-                if chars == 0 {
-                    return Err(IdError::Empty);
-                }
-                if chars > MAX_ID_LEN {
-                    return Err(IdError::TooLong { chars });
-                }
+                check_id(&value)?;
                 Ok(Self(Arc::from(value)))
             }
 
@@ -60,6 +55,29 @@ macro_rules! string_id {
     };
 }
 
+/// The rules every id follows. Control characters (U+0000 cannot even be
+/// stored by PostgreSQL) and surrounding spaces make ids that look equal
+/// but are not, in logs, in support tools and between systems.
+fn check_id(value: &str) -> Result<(), IdError> {
+    let chars = value.chars().count();
+    if chars == 0 {
+        return Err(IdError::Empty);
+    }
+    if chars > MAX_ID_LEN {
+        return Err(IdError::TooLong { chars });
+    }
+    if let Some((at, c)) = value.chars().enumerate().find(|(_, c)| c.is_control()) {
+        return Err(IdError::ControlCharacter {
+            at,
+            code: u32::from(c),
+        });
+    }
+    if value.starts_with(char::is_whitespace) || value.ends_with(char::is_whitespace) {
+        return Err(IdError::SurroundingSpace);
+    }
+    Ok(())
+}
+
 string_id!(
     /// A transaction id: globally unique, the idempotency key.
     TxId
@@ -81,6 +99,17 @@ pub enum IdError {
         /// Its length in characters.
         chars: usize,
     },
+    /// The id contains a control character.
+    #[error("contains the control character U+{code:04X} at character {at}")]
+    ControlCharacter {
+        /// Its position, in characters from 0.
+        at: usize,
+        /// Its code point.
+        code: u32,
+    },
+    /// The id begins or ends with white space.
+    #[error("must not begin or end with white space")]
+    SurroundingSpace,
 }
 
 #[cfg(test)]
@@ -96,5 +125,20 @@ mod tests {
             Err(IdError::TooLong { chars: 129 })
         );
         assert_eq!(TxId::new("tx-1").unwrap().as_str(), "tx-1");
+        assert_eq!(TxId::new("tx 1").unwrap().as_str(), "tx 1");
+        assert_eq!(
+            MemberId::new("m\u{0}1"),
+            Err(IdError::ControlCharacter { at: 1, code: 0 })
+        );
+        assert_eq!(
+            MemberId::new("m\u{85}"),
+            Err(IdError::ControlCharacter { at: 1, code: 0x85 })
+        );
+        assert_eq!(TxId::new("  "), Err(IdError::SurroundingSpace));
+        assert_eq!(TxId::new("tx-1\u{a0}"), Err(IdError::SurroundingSpace));
+        assert_eq!(
+            TxId::new("tx-1\n"),
+            Err(IdError::ControlCharacter { at: 4, code: 10 })
+        );
     }
 }

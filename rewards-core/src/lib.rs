@@ -25,6 +25,7 @@ pub mod money;
 pub mod outcome;
 pub mod points;
 pub mod store;
+pub mod strict_json;
 pub mod transaction;
 pub mod window;
 

@@ -9,6 +9,8 @@ pub const MAX_TX_BYTES: usize = 64 * 1024;
 pub const MAX_LINE_ITEMS: usize = 256;
 /// Most attributes on one transaction or member profile.
 pub const MAX_ATTRIBUTES: usize = 64;
+/// Longest attribute key (transactions and member profiles), in bytes.
+pub const MAX_ATTRIBUTE_KEY_BYTES: usize = 128;
 /// Longest free-text field (merchant, channel, attribute strings), in bytes.
 pub const MAX_TEXT_BYTES: usize = 1024;
 /// Largest amount accepted on a transaction, in major units.

@@ -35,10 +35,7 @@ impl MemberProfile {
 
     /// Decodes one JSON line such as `{"member":"m-1","attributes":{...}}`.
     pub fn from_json_str(text: &str) -> Result<MemberProfile, DecodeError> {
-        let value: Value = serde_json::from_str(text).map_err(|e| DecodeError {
-            field: "$".into(),
-            reason: format!("not valid JSON: {e}"),
-        })?;
+        let value = crate::strict_json::parse(text).map_err(DecodeError::from_strict)?;
         let fields = value.as_object().ok_or_else(|| DecodeError {
             field: "$".into(),
             reason: "must be a JSON object".into(),

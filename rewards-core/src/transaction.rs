@@ -4,7 +4,9 @@
 //!
 //! Decoding goes through `serde_json::Value` with `arbitrary_precision`, so
 //! numbers in attributes are read as exact decimals and a float amount can be
-//! told apart from a decimal string.
+//! told apart from a decimal string. A key appearing twice is refused
+//! ([`crate::strict_json`]), as is anything whose canonical form would not
+//! fit the size limit.
 
 use chrono::{DateTime, Datelike, SecondsFormat, Utc};
 use rust_decimal::Decimal;
@@ -17,8 +19,8 @@ use std::str::FromStr;
 
 use crate::ids::{MemberId, TxId};
 use crate::limits::{
-    MAX_ADJUSTMENT_POINTS, MAX_AMOUNT_MAJOR, MAX_ATTRIBUTES, MAX_LINE_ITEMS, MAX_TEXT_BYTES,
-    MAX_TX_BYTES,
+    MAX_ADJUSTMENT_POINTS, MAX_AMOUNT_MAJOR, MAX_ATTRIBUTES, MAX_ATTRIBUTE_KEY_BYTES,
+    MAX_LINE_ITEMS, MAX_TEXT_BYTES, MAX_TX_BYTES,
 };
 use crate::money::{Currency, Money};
 use crate::points::Points;
@@ -198,7 +200,27 @@ pub struct DecodeError {
     pub reason: String,
 }
 
+/// How much longer than the received text the canonical form can be, at
+/// most: 64 attribute numbers written out (up to ~40 more bytes each), line
+/// item amounts padded to the currency's decimals, an adjustment's `amount`.
+/// Only messages within this distance of [`MAX_TX_BYTES`] are re-encoded to
+/// check.
+const CANONICAL_GROWTH_BOUND: usize = 8 * 1024;
+
 impl DecodeError {
+    /// The error for a message that is not strict JSON.
+    pub fn from_strict(e: crate::strict_json::StrictError) -> DecodeError {
+        match e {
+            crate::strict_json::StrictError::Syntax(e) => {
+                DecodeError::new("$", format!("not valid JSON: {e}"))
+            }
+            crate::strict_json::StrictError::Duplicate(d) => DecodeError::new(
+                d.path,
+                "appears twice in the message; a key may appear only once",
+            ),
+        }
+    }
+
     fn new(field: impl Into<String>, reason: impl Into<String>) -> DecodeError {
         DecodeError {
             field: field.into(),
@@ -240,6 +262,11 @@ fn text<'a>(value: &'a Value, field: &str) -> Result<&'a str, DecodeError> {
                 s.len()
             ),
         ));
+    }
+    // PostgreSQL text and jsonb cannot hold U+0000: refuse it here rather
+    // than accept a message that only the in-memory store could keep.
+    if s.contains('\0') {
+        return Err(DecodeError::new(field, "must not contain U+0000 (NUL)"));
     }
     Ok(s)
 }
@@ -373,9 +400,35 @@ pub fn decode_attributes(
     map.iter()
         .map(|(k, v)| {
             let path = format!("{field}.{k}");
+            check_attribute_key(k, field)?;
             Ok((k.clone(), attr_value(v, &path)?))
         })
         .collect()
+}
+
+/// Attribute keys are names: 1 to [`MAX_ATTRIBUTE_KEY_BYTES`] bytes, no
+/// control characters.
+fn check_attribute_key(key: &str, field: &str) -> Result<(), DecodeError> {
+    if key.is_empty() {
+        return Err(DecodeError::new(field, "has an empty key"));
+    }
+    if key.len() > MAX_ATTRIBUTE_KEY_BYTES {
+        let shown: String = key.chars().take(32).collect();
+        return Err(DecodeError::new(
+            field,
+            format!(
+                "key `{shown}…` is {} bytes long; at most {MAX_ATTRIBUTE_KEY_BYTES} are allowed",
+                key.len()
+            ),
+        ));
+    }
+    if key.chars().any(char::is_control) {
+        return Err(DecodeError::new(
+            field,
+            format!("key {key:?} contains a control character"),
+        ));
+    }
+    Ok(())
 }
 
 fn line_items(value: &Value, max_scale: u32) -> Result<Vec<LineItem>, DecodeError> {
@@ -444,9 +497,24 @@ impl Transaction {
                 ),
             ));
         }
-        let value: Value = serde_json::from_str(text)
-            .map_err(|e| DecodeError::new("$", format!("not valid JSON: {e}")))?;
-        Transaction::from_json_value(&value)
+        let value = crate::strict_json::parse(text).map_err(DecodeError::from_strict)?;
+        let tx = Transaction::from_json_value(&value)?;
+        // The canonical form can be longer than the message (an attribute
+        // `1e27` is written out in 28 digits; an adjustment gains its zero
+        // `amount`): near the limit, make sure what is accepted can also be
+        // stored and decoded again (dead letters, re-processing, the inbox).
+        if text.len() > MAX_TX_BYTES - CANONICAL_GROWTH_BOUND {
+            let canonical = tx.to_json_string().len();
+            if canonical > MAX_TX_BYTES {
+                return Err(DecodeError::new(
+                    "$",
+                    format!(
+                        "message's canonical form is {canonical} bytes (numbers written out); at most {MAX_TX_BYTES} are accepted"
+                    ),
+                ));
+            }
+        }
+        Ok(tx)
     }
 
     /// Decodes an already-parsed JSON value.
