@@ -786,27 +786,34 @@ impl<'p> Compiler<'p> {
             table: Vec::new(),
             lists: Vec::new(),
         };
+        // Each rule is pushed into the segments its MCC ranges cover (every
+        // range starts and ends on a bound, so it covers whole segments):
+        // linear in the size of the index, not rules × segments.
+        let row = d.row();
         let mut seen: HashMap<Vec<u16>, u32> = HashMap::new();
         for kind in [1u8, 2u8] {
-            for seg in 0..d.row() {
-                let mcc: Option<u32> = match seg {
-                    0 => None,
-                    1 => Some(0),
-                    j => d.bounds.get(j - 2).copied(),
-                };
-                let list: Vec<u16> = pres
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, p)| {
-                        p.kinds & kind != 0
-                            && match (&p.mcc, mcc) {
-                                (None, _) => true,
-                                (Some(_), None) => false,
-                                (Some(r), Some(m)) => r.iter().any(|(lo, hi)| *lo <= m && m <= *hi),
+            let mut lists: Vec<Vec<u16>> = vec![Vec::new(); row];
+            for (i, p) in pres.iter().enumerate() {
+                if p.kinds & kind == 0 {
+                    continue;
+                }
+                let i = i as u16;
+                match &p.mcc {
+                    None => lists.iter_mut().for_each(|l| l.push(i)),
+                    Some(ranges) => {
+                        for (lo, hi) in ranges {
+                            let first = 1 + d.bounds.partition_point(|b| b <= lo);
+                            let last = 1 + d.bounds.partition_point(|b| b <= hi);
+                            for l in lists.iter_mut().take(last + 1).skip(first) {
+                                if l.last() != Some(&i) {
+                                    l.push(i);
+                                }
                             }
-                    })
-                    .map(|(i, _)| i as u16)
-                    .collect();
+                        }
+                    }
+                }
+            }
+            for list in lists {
                 let id = match seen.get(&list) {
                     Some(id) => *id,
                     None => {

@@ -3,8 +3,9 @@
 //! program beyond them is rejected with an `R04xx` diagnostic, never with
 //! a crash or a hang.
 
-/// Largest source file accepted, in bytes.
-pub const MAX_SOURCE_BYTES: usize = 1024 * 1024;
+/// Largest source file accepted, in bytes (a program of [`MAX_RULES`]
+/// rules of a few lines each fits).
+pub const MAX_SOURCE_BYTES: usize = 8 * 1024 * 1024;
 /// Deepest nesting of `(`, `[` and `{`, checked before parsing.
 pub const MAX_NESTING_DEPTH: usize = 32;
 /// Most operators (prefix and infix) in one expression.
@@ -12,9 +13,11 @@ pub const MAX_EXPR_OPERATORS: usize = 256;
 /// Deepest expression tree (after precedence is applied).
 pub const MAX_EXPR_DEPTH: usize = 48;
 /// Most top-level items in one file.
-pub const MAX_ITEMS: usize = 2000;
-/// Most rules and campaigns in one ruleset.
-pub const MAX_RULES: usize = 512;
+pub const MAX_ITEMS: usize = 20_000;
+/// Most rules and campaigns in one ruleset (rule indices are `u16` in the
+/// plan; compile time and plan size grow linearly, see
+/// `docs/performance.md`).
+pub const MAX_RULES: usize = 10_000;
 /// Most tiers in one ruleset.
 pub const MAX_TIERS: usize = 32;
 /// Most aggregates in one ruleset.

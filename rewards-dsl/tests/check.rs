@@ -138,3 +138,39 @@ fn all_errors_are_reported_at_once() {
         assert!(codes.contains(&want), "{want} missing from {codes:?}");
     }
 }
+
+/// A program of `n` small rules.
+fn many_rules(n: usize) -> String {
+    let mut s = String::from(
+        "ruleset \"many\" version 1\ncurrency USD\ntimezone \"UTC\"\nrounding floor\n",
+    );
+    for i in 0..n {
+        s.push_str(&format!(
+            "rule r{i} {{\n  when tx.mcc in [{}]\n  earn floor(tx.amount) points\n}}\n",
+            1000 + i % 8000
+        ));
+    }
+    s
+}
+
+#[test]
+fn the_rule_limit_is_accepted_and_one_more_is_refused() {
+    use rewards_dsl::limits::MAX_RULES;
+    let at_limit = many_rules(MAX_RULES);
+    let plan = rewards_dsl::Plan::compile(&at_limit, &rewards_dsl::HostFunctions::new())
+        .unwrap_or_else(|d| panic!("{MAX_RULES} rules refused: {:?}", d.first()));
+    assert_eq!(plan.rule_ids().count(), MAX_RULES);
+    let over = many_rules(MAX_RULES + 1);
+    let diags = check_source(&over)
+        .err()
+        .expect("one rule too many is accepted");
+    let too_many: Vec<_> = diags.iter().filter(|d| d.code == Code::TooMany).collect();
+    assert_eq!(too_many.len(), 1, "{diags:?}");
+    assert!(
+        too_many[0]
+            .message
+            .contains(&format!("more than {MAX_RULES} rules")),
+        "{}",
+        too_many[0].message
+    );
+}

@@ -65,7 +65,7 @@ fn invalid_programs_give_the_expected_diagnostics() {
         failures.len(),
         failures.join("\n")
     );
-    // Every code but R0401 (a 1 MiB file; see tests/parse.rs) has a golden.
+    // Every code but R0401 (an 8 MiB file; see tests/parse.rs) has a golden.
     let missing: Vec<&str> = Code::ALL
         .iter()
         .filter(|c| !seen.contains(c) && **c != Code::SourceTooLarge)

@@ -718,3 +718,40 @@ fn extreme_counters_from_the_store_are_an_overflow_error_not_a_panic() {
         );
     }
 }
+
+/// `docs/semantics.md`, "Worked example": `docs/language.md`'s first
+/// program, a gold member on Saturday 2026-12-05, 42.50 USD at MCC 5812.
+/// Components come in visiting order (priority first: `dining` has
+/// priority 10, so it comes before `base`), multipliers last.
+#[test]
+fn the_worked_example_of_the_semantics_page() {
+    let doc = include_str!("../../docs/language.md");
+    let start = doc.find("```rwd\n").expect("a first rwd block") + "```rwd\n".len();
+    let len = doc[start..].find("```").expect("the block ends");
+    let source = &doc[start..start + len];
+    let plan = match Plan::compile(source, &HostFunctions::new()) {
+        Ok(p) => p,
+        Err(d) => panic!("language.md's program does not compile: {d:#?}"),
+    };
+    let view = MemberView {
+        tier: Some(Arc::from("gold")),
+        ..MemberView::default()
+    };
+    // 12:00 in New York.
+    let o = plan
+        .evaluate(&tx("42.50", Some(5812), "2026-12-05T17:00:00Z"), &view)
+        .expect("evaluates");
+    let got: Vec<(&str, i64)> = o
+        .components
+        .iter()
+        .map(|c| (&*c.rule, c.points.get()))
+        .collect();
+    assert_eq!(
+        got,
+        vec![("dining", 84), ("base", 42), ("winter_double", 126)]
+    );
+    assert_eq!(total(&o), 252);
+    assert_eq!(o.budgets.len(), 1);
+    assert_eq!(&*o.budgets[0].budget, "acme-card/winter_double");
+    assert_eq!(o.budgets[0].points, Points(126));
+}

@@ -1,0 +1,70 @@
+//! Compiles a generated program of N rules K times and prints the time of
+//! each phase (parse + check, compile + hash), for profiling the front end
+//! with `perf` or `valgrind --tool=callgrind`:
+//!
+//! ```sh
+//! cargo run --release -p rewards-dsl --example compile_profile -- 1000 5
+//! ```
+//!
+//! The program is the one of `benches/benches/eval.rs` (`generated_program`).
+
+use rewards_dsl::{check_source, compile, HostFunctions};
+use std::time::Instant;
+
+fn generated_program(rules: usize) -> String {
+    let mut s = String::from(
+        "ruleset \"generated\" version 1\ncurrency USD\ntimezone \"Europe/Paris\"\nrounding half_up\n\
+         group g takes best\n\
+         aggregate visits = count where tx.kind == purchase per month\n",
+    );
+    for i in 0..rules {
+        let mcc = 1000 + (i * 7) % 8000;
+        s.push_str(&format!(
+            "rule r{i} \"rule {i}\" priority {} {} {{\n  when tx.kind == purchase and tx.mcc in [{mcc}, {}..{}] and tx.amount >= {} USD and visits < {}\n  earn {} * floor(tx.amount) points\n  cap {} points per member per month\n}}\n",
+            i % 13,
+            if i % 10 == 0 { "exclusive group g" } else { "" },
+            mcc + 100,
+            mcc + 120,
+            i % 50,
+            10 + i % 20,
+            1 + i % 4,
+            1000 + i,
+        ));
+    }
+    s
+}
+
+fn main() {
+    let mut args = std::env::args().skip(1);
+    let rules: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(1000);
+    let times: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(5);
+    let source = generated_program(rules);
+    let host = HostFunctions::new();
+    for _ in 0..times {
+        let start = Instant::now();
+        let checked = match check_source(&source) {
+            Ok(c) => c,
+            Err(d) => {
+                eprintln!("does not check: {:?}", d.first().map(|x| &x.message));
+                std::process::exit(1);
+            }
+        };
+        let front = start.elapsed();
+        let plan = match compile(&checked, &source, &host) {
+            Ok(p) => p,
+            Err(d) => {
+                eprintln!("does not compile: {:?}", d.first().map(|x| &x.message));
+                std::process::exit(1);
+            }
+        };
+        let total = start.elapsed();
+        println!(
+            "{rules} rules, {} bytes: parse+check {:?}, compile+hash {:?}, total {:?} ({} nodes)",
+            source.len(),
+            front,
+            total.saturating_sub(front),
+            total,
+            plan.node_count()
+        );
+    }
+}
