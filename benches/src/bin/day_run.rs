@@ -1,0 +1,438 @@
+//! `day-run`: a day of traffic, end to end, with a zero-drift check.
+//!
+//! A JSON-lines file of transactions (the generator's day: `rwd generate
+//! --seed 7 --transactions 10000000 > day.jsonl`) is fed through the runtime
+//! `Pipeline` — decode, member view, a compiled `.rwd` plan, append — into
+//! PostgreSQL with the Redis write-through cache (`CachedStore<PgStore,
+//! RedisCache>`), exactly as the daemon's full mode does with file input.
+//! Then the same file goes through the in-memory engine (`MemoryStore`), the
+//! reference. Afterwards:
+//!
+//! - the store's own reconciliation: every balance equals its postings and
+//!   lots (drift must be empty);
+//! - every member: PostgreSQL balance and tier == the reference's;
+//! - every member the cache holds: Redis == PostgreSQL (version, balances,
+//!   tier); members the cache does not hold are counted (they are read from
+//!   PostgreSQL and filled on the next read, which is correct, not drift).
+//!
+//! It prints progress every few seconds (rate, ETA), one summary line and a
+//! Markdown row for `docs/performance.md`; the exit status is non-zero when
+//! anything differs. Each run uses its own schema and key prefix, removed at
+//! the end unless `--keep`.
+//!
+//! ```text
+//! cargo run --release -p rewards-benches --bin day-run -- --input day.jsonl
+//! scripts/day.sh [TRANSACTIONS]   # generate, run, report (the documented command)
+//! ```
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use rewards_core::ledger::LedgerConfig;
+use rewards_core::memory::MemoryStore;
+use rewards_core::{ErrorKind, Evaluator, LedgerStore, MemberId};
+use rewards_dsl::{HostFunctions, Plan};
+use rewards_runtime::{
+    JsonLinesSource, MemoryDeadLetters, Metrics, Pipeline, PipelineConfig, ProgramRegistry,
+    RunReport,
+};
+use rewards_store::cached::{CachedStore, CachedStoreConfig};
+use rewards_store::postgres::{drop_schema, PgConfig, PgStore};
+use rewards_store::redis::{RedisCache, RedisCacheConfig};
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+type Cached = CachedStore<PgStore, RedisCache>;
+
+/// Command line.
+#[derive(Debug, Parser)]
+#[command(
+    name = "day-run",
+    about = "A day of transactions through PostgreSQL + Redis, reconciled against the in-memory engine"
+)]
+struct Args {
+    /// The transactions, one JSON object per line.
+    #[arg(long)]
+    input: PathBuf,
+    /// The ruleset (default: the benchmarks' 24-rule reference program).
+    #[arg(long)]
+    rules: Option<PathBuf>,
+    /// Pipeline workers (members are spread over them).
+    #[arg(long, default_value_t = 4)]
+    workers: usize,
+    /// Most transactions per append.
+    #[arg(long, default_value_t = 1000)]
+    max_batch: usize,
+    /// PostgreSQL connections.
+    #[arg(long, default_value_t = 8)]
+    pool: usize,
+    /// PostgreSQL URL (default `$DATABASE_URL`, else the shared `test` database).
+    #[arg(long)]
+    database_url: Option<String>,
+    /// Redis URL (default `$REDIS_URL`, else redis://127.0.0.1:6379).
+    #[arg(long)]
+    redis_url: Option<String>,
+    /// Skip the in-memory reference run (then only the store's own
+    /// reconciliation and Redis == PostgreSQL are checked).
+    #[arg(long)]
+    no_reference: bool,
+    /// Keep the schema and the Redis keys afterwards.
+    #[arg(long)]
+    keep: bool,
+    /// Seconds between progress lines on stderr.
+    #[arg(long, default_value_t = 10)]
+    progress_every: u64,
+}
+
+const REFERENCE_RWD: &str = include_str!("../../rules/reference.rwd");
+
+fn main() -> std::process::ExitCode {
+    let args = Args::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("day-run: cannot start the runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(args)) {
+        Ok(true) => std::process::ExitCode::SUCCESS,
+        Ok(false) => std::process::ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("day-run: error: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+/// Lines in the input (for the ETA), counted quickly.
+fn count_lines(path: &PathBuf) -> Result<u64, BoxError> {
+    use std::io::Read;
+    let mut file = std::fs::File::open(path)?;
+    let mut buf = vec![0u8; 1 << 20];
+    let mut lines = 0u64;
+    loop {
+        let n = file.read(&mut buf)?;
+        if n == 0 {
+            return Ok(lines);
+        }
+        lines += buf[..n].iter().filter(|&&b| b == b'\n').count() as u64;
+    }
+}
+
+/// Runs the file through `store` with progress; returns the report and the
+/// wall time.
+async fn feed(
+    label: &str,
+    args: &Args,
+    plan: Arc<dyn Evaluator>,
+    store: Arc<dyn LedgerStore>,
+    total: u64,
+) -> Result<(RunReport, Duration, Arc<MemoryDeadLetters>), BoxError> {
+    let metrics = Arc::new(Metrics::new());
+    let programs = Arc::new(ProgramRegistry::single(plan, metrics.clone()));
+    let dead = Arc::new(MemoryDeadLetters::new());
+    let pipeline = Pipeline::with_config(
+        store,
+        programs,
+        dead.clone(),
+        metrics.clone(),
+        PipelineConfig {
+            workers: args.workers,
+            max_batch: args.max_batch,
+            ..PipelineConfig::default()
+        },
+    );
+    let mut source = JsonLinesSource::open(&args.input).await?;
+    let started = Instant::now();
+    let every = Duration::from_secs(args.progress_every.max(1));
+    let watcher = {
+        let metrics = metrics.clone();
+        let label = label.to_string();
+        tokio::spawn(async move {
+            let mut last = 0u64;
+            loop {
+                tokio::time::sleep(every).await;
+                let done = metrics.acked.load(Ordering::Relaxed);
+                let secs = started.elapsed().as_secs().max(1);
+                let rate = (done - last) / every.as_secs().max(1);
+                let eta = total.saturating_sub(done) / rate.max(1);
+                eprintln!(
+                    "day-run [{label}] {done}/{total} ({}%) {rate}/s now, {}/s mean, eta {eta}s",
+                    done * 100 / total.max(1),
+                    done / secs
+                );
+                last = done;
+            }
+        })
+    };
+    let report = pipeline
+        .run(&mut source, std::future::pending::<()>())
+        .await?;
+    let elapsed = started.elapsed();
+    watcher.abort();
+    Ok((report, elapsed, dead))
+}
+
+/// Differences found, by kind, with a few examples.
+#[derive(Debug, Default)]
+struct Drift {
+    counts: HashMap<&'static str, u64>,
+    examples: Vec<String>,
+}
+
+impl Drift {
+    fn add(&mut self, kind: &'static str, example: impl FnOnce() -> String) {
+        *self.counts.entry(kind).or_default() += 1;
+        if self.examples.len() < 10 {
+            self.examples.push(format!("{kind}: {}", example()));
+        }
+    }
+
+    fn total(&self) -> u64 {
+        self.counts.values().sum()
+    }
+}
+
+/// Compares every member: PostgreSQL == reference, Redis == PostgreSQL.
+async fn compare(
+    members: Vec<MemberId>,
+    cached: Arc<Cached>,
+    reference: Option<Arc<MemoryStore>>,
+) -> Result<(Drift, u64, u64), BoxError> {
+    let checked = Arc::new(AtomicU64::new(0));
+    let not_cached = Arc::new(AtomicU64::new(0));
+    let chunks: Vec<Vec<MemberId>> = members.chunks(4096).map(<[MemberId]>::to_vec).collect();
+    let mut drift = Drift::default();
+    // A few chunks at a time over the pool: ~1M members take tens of seconds.
+    let mut set = tokio::task::JoinSet::new();
+    let mut pending = chunks.into_iter();
+    loop {
+        while set.len() < 8 {
+            let Some(chunk) = pending.next() else { break };
+            let cached = cached.clone();
+            let reference = reference.clone();
+            let checked = checked.clone();
+            let not_cached = not_cached.clone();
+            set.spawn(async move {
+                let mut drift = Drift::default();
+                for member in chunk {
+                    let pg = match cached.store().balance(&member).await {
+                        Ok(b) => Some(b),
+                        Err(e) if e.kind() == ErrorKind::NotFound => None,
+                        Err(e) => return Err(BoxError::from(e)),
+                    };
+                    if let Some(reference) = &reference {
+                        let expected = match reference.balance(&member).await {
+                            Ok(b) => Some(b),
+                            Err(e) if e.kind() == ErrorKind::NotFound => None,
+                            Err(e) => return Err(BoxError::from(e)),
+                        };
+                        match (&pg, &expected) {
+                            (Some(p), Some(r)) if p.balances != r.balances || p.tier != r.tier => {
+                                drift.add("postgres != reference", || {
+                                    format!("{member}: {:?} vs {:?}", p.balances, r.balances)
+                                })
+                            }
+                            (None, Some(_)) => {
+                                drift.add("missing in postgres", || member.to_string())
+                            }
+                            (Some(_), None) => {
+                                drift.add("missing in reference", || member.to_string())
+                            }
+                            _ => {}
+                        }
+                    }
+                    if let Some(p) = &pg {
+                        match cached.cache().get(&member).await? {
+                            None => {
+                                not_cached.fetch_add(1, Ordering::Relaxed);
+                            }
+                            Some(entry) => {
+                                if entry.version != p.version
+                                    || entry.balances != p.balances
+                                    || entry.tier != p.tier
+                                {
+                                    drift.add("redis != postgres", || {
+                                        format!(
+                                            "{member}: v{} {:?} vs v{} {:?}",
+                                            entry.version, entry.balances, p.version, p.balances
+                                        )
+                                    });
+                                }
+                            }
+                        }
+                    }
+                    checked.fetch_add(1, Ordering::Relaxed);
+                }
+                Ok(drift)
+            });
+        }
+        let Some(joined) = set.join_next().await else {
+            break;
+        };
+        let part = joined??;
+        for (kind, n) in part.counts {
+            *drift.counts.entry(kind).or_default() += n;
+        }
+        for e in part.examples {
+            if drift.examples.len() < 10 {
+                drift.examples.push(e);
+            }
+        }
+    }
+    Ok((
+        drift,
+        checked.load(Ordering::Relaxed),
+        not_cached.load(Ordering::Relaxed),
+    ))
+}
+
+fn unique_schema() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() % 1_000_000_000_000)
+        .unwrap_or(0);
+    format!("day_{}_{nanos}", std::process::id())
+}
+
+fn per_second(n: u64, d: Duration) -> u64 {
+    let ms = u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1);
+    n.saturating_mul(1000) / ms
+}
+
+async fn run(args: Args) -> Result<bool, BoxError> {
+    let source = match &args.rules {
+        Some(path) => std::fs::read_to_string(path)?,
+        None => REFERENCE_RWD.to_string(),
+    };
+    let plan = Plan::compile(&source, &HostFunctions::new())
+        .map_err(|d| format!("the rules do not compile: {d:?}"))?;
+    let plan: Arc<dyn Evaluator> = Arc::new(plan);
+    let total = count_lines(&args.input)?;
+    eprintln!("day-run: {total} lines in {}", args.input.display());
+
+    let database_url = args
+        .database_url
+        .clone()
+        .or_else(|| std::env::var("DATABASE_URL").ok())
+        .unwrap_or_else(|| "postgres://postgres@127.0.0.1:5432/test".into());
+    let redis_url = args
+        .redis_url
+        .clone()
+        .or_else(|| std::env::var("REDIS_URL").ok())
+        .unwrap_or_else(|| "redis://127.0.0.1:6379".into());
+    let mut config = PgConfig::new(database_url).with_schema(unique_schema());
+    config.pool_size = args.pool.max(1);
+    let pg = PgStore::connect(config.clone(), LedgerConfig::default()).await?;
+    let prefix = format!("dayrun:{}", config.schema);
+    let cache =
+        RedisCache::connect(RedisCacheConfig::single(redis_url).key_prefix(prefix.clone())).await?;
+    let cached = Arc::new(CachedStore::new(pg, cache, CachedStoreConfig::default()));
+    eprintln!("day-run: schema {}, Redis prefix {prefix}", config.schema);
+
+    let outcome = async {
+        let (report, elapsed, dead) =
+            feed("postgres+redis", &args, plan.clone(), cached.clone(), total).await?;
+        let health = cached.health();
+        let durable_rate = per_second(report.applied, elapsed);
+        eprintln!(
+            "day-run: postgres+redis: {} applied ({} duplicates), {} dead letters in {:.1}s = {durable_rate}/s",
+            report.applied,
+            report.duplicates,
+            report.dead_lettered,
+            elapsed.as_secs_f64()
+        );
+        let mut reasons: HashMap<String, u64> = HashMap::new();
+        for letter in dead.take() {
+            *reasons
+                .entry(format!("{}:{}", letter.reason.stage.as_str(), letter.reason.code))
+                .or_default() += 1;
+        }
+
+        let reconcile_started = Instant::now();
+        let store_report = cached.store().reconcile().await?;
+        let reconcile_time = reconcile_started.elapsed();
+
+        let (reference, reference_note) = if args.no_reference {
+            (None, "skipped".to_string())
+        } else {
+            let memory = Arc::new(MemoryStore::new(LedgerConfig::default()));
+            let (r, t, _) = feed("reference", &args, plan.clone(), memory.clone(), total).await?;
+            let note = format!(
+                "{} applied in {:.1}s = {}/s",
+                r.applied,
+                t.as_secs_f64(),
+                per_second(r.applied, t)
+            );
+            (Some(memory), note)
+        };
+        let members = match &reference {
+            Some(memory) => memory.members(),
+            None => Vec::new(),
+        };
+        let compare_started = Instant::now();
+        let (drift, checked, not_cached) = compare(members, cached.clone(), reference).await?;
+        let compare_time = compare_started.elapsed();
+
+        let ok = store_report.is_clean() && drift.total() == 0 && report.abandoned == 0;
+        println!(
+            "day: transactions={total} applied={} dead_letters={} seconds={:.1} rate={durable_rate}/s \
+             store_drift={} members_compared={checked} drift={} not_in_cache={not_cached} verdict={}",
+            report.applied,
+            report.dead_lettered,
+            elapsed.as_secs_f64(),
+            store_report.drift.len(),
+            drift.total(),
+            if ok { "ZERO DRIFT" } else { "DRIFT" }
+        );
+        println!("  dead letters by reason: {reasons:?}");
+        println!(
+            "  store reconcile: {} members, {} postings, {:.1}s; compare {:.1}s; reference run: {reference_note}",
+            store_report.members,
+            store_report.postings,
+            reconcile_time.as_secs_f64(),
+            compare_time.as_secs_f64()
+        );
+        println!(
+            "  cache: {} write-throughs, {} failures, {} store-only writes, {} evictions, breaker {:?}",
+            health.write_throughs,
+            health.write_through_failures,
+            health.store_only_writes,
+            health.evictions,
+            cached.breaker().state()
+        );
+        for (kind, n) in &drift.counts {
+            println!("  drift {kind}: {n}");
+        }
+        for e in &drift.examples {
+            println!("    {e}");
+        }
+        println!(
+            "| {total} | {} | {:.0} s | {durable_rate}/s | {} | {} | {} |",
+            args.workers,
+            elapsed.as_secs_f64(),
+            store_report.drift.len(),
+            drift.total(),
+            not_cached
+        );
+        Ok::<bool, BoxError>(ok)
+    }
+    .await;
+
+    if !args.keep {
+        if let Err(e) = cached.cache().clear().await {
+            eprintln!("day-run: could not clear Redis prefix {prefix}: {e}");
+        }
+        if let Err(e) = drop_schema(&config).await {
+            eprintln!("day-run: could not drop schema {}: {e}", config.schema);
+        }
+    }
+    outcome
+}
