@@ -40,8 +40,9 @@ type Peer<'a> = Box<dyn Fn(&Facts, &mut Awards) -> Result<(), String> + 'a>;
 static GLOBAL: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
 
 /// Rule counts of the generated programs (`.rwd` accepts at most
-/// `rewards_dsl::limits::MAX_RULES`; larger counts are reported refused).
-const RULE_COUNTS: [usize; 5] = [10, 100, 500, 1_000, 10_000];
+/// `rewards_dsl::limits::MAX_RULES`, 10,000; larger counts are reported
+/// refused).
+const RULE_COUNTS: [usize; 4] = [10, 100, 1_000, 10_000];
 
 fn compile(source: &str) -> Result<Plan, String> {
     Plan::compile(source, &HostFunctions::new())

@@ -166,7 +166,7 @@ impl WindowKey {
 
 /// A counter instance: which counter (a name the plan declares, such as
 /// `cap.dining` or `agg.spend_airline`) in which window.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct CounterKey {
     /// The counter's name, declared by the plan.
     pub name: Arc<str>,
@@ -183,6 +183,78 @@ impl CounterKey {
         }
     }
 }
+
+/// A counter key seen through its parts, so that a map keyed by
+/// [`CounterKey`] can be searched with a borrowed name (no `Arc` clone):
+/// `map.get(&("cap.dining", key) as &dyn CounterKeyRef)`. Hashes and
+/// compares exactly like the [`CounterKey`] with the same parts.
+pub trait CounterKeyRef {
+    /// The counter's name.
+    fn name(&self) -> &str;
+    /// The window instance.
+    fn window(&self) -> WindowKey;
+}
+
+impl CounterKeyRef for CounterKey {
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn window(&self) -> WindowKey {
+        self.window
+    }
+}
+
+impl CounterKeyRef for (&str, WindowKey) {
+    fn name(&self) -> &str {
+        self.0
+    }
+    fn window(&self) -> WindowKey {
+        self.1
+    }
+}
+
+impl<'a> std::borrow::Borrow<dyn CounterKeyRef + 'a> for CounterKey {
+    fn borrow(&self) -> &(dyn CounterKeyRef + 'a) {
+        self
+    }
+}
+
+/// Hashes a counter key from its parts in two writes (the name's bytes,
+/// then the window instance packed in one `u64`): counters are looked up
+/// on every evaluation, and each `write` of the default SipHash costs.
+fn hash_counter<H: std::hash::Hasher>(name: &str, window: WindowKey, state: &mut H) {
+    let (tag, n): (u64, i32) = match window {
+        WindowKey::Lifetime => (0, 0),
+        WindowKey::Day(n) => (1, n),
+        WindowKey::Week(n) => (2, n),
+        WindowKey::Month(n) => (3, n),
+        WindowKey::Quarter(n) => (4, n),
+        WindowKey::Year(n) => (5, n),
+    };
+    state.write(name.as_bytes());
+    state.write_u64((tag << 32) | u64::from(n as u32));
+}
+
+impl std::hash::Hash for CounterKey {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        hash_counter(&self.name, self.window, state);
+    }
+}
+
+// Exactly as `CounterKey`'s `Hash`.
+impl std::hash::Hash for dyn CounterKeyRef + '_ {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        hash_counter(self.name(), self.window(), state);
+    }
+}
+
+impl PartialEq for dyn CounterKeyRef + '_ {
+    fn eq(&self, other: &Self) -> bool {
+        self.window() == other.window() && self.name() == other.name()
+    }
+}
+
+impl Eq for dyn CounterKeyRef + '_ {}
 
 impl fmt::Display for CounterKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -252,6 +324,20 @@ mod tests {
         ] {
             assert_eq!(WindowKey::parse(&key.to_string()), Some(key));
         }
+    }
+
+    #[test]
+    fn borrowed_keys_find_the_same_entries() {
+        use std::collections::HashMap;
+        let mut map: HashMap<CounterKey, i32> = HashMap::new();
+        map.insert(CounterKey::new("cap.a", WindowKey::Day(3)), 1);
+        map.insert(CounterKey::new("cap.b", WindowKey::Month(7)), 2);
+        let get = |name: &str, w: WindowKey| map.get(&(name, w) as &dyn CounterKeyRef).copied();
+        assert_eq!(get("cap.a", WindowKey::Day(3)), Some(1));
+        assert_eq!(get("cap.b", WindowKey::Month(7)), Some(2));
+        assert_eq!(get("cap.a", WindowKey::Day(4)), None);
+        assert_eq!(get("cap.b", WindowKey::Week(7)), None);
+        assert_eq!(get("cap.c", WindowKey::Day(3)), None);
     }
 
     impl WindowKey {

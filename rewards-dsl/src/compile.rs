@@ -130,7 +130,7 @@ pub fn compile_with(
         }
         rules.push(rule);
     }
-    let dispatch = c.dispatch(&rules);
+    let dispatch = c.dispatch(&mut rules);
     let mut emitted: Vec<(Arc<str>, u8)> = Vec::new();
     for a in &mut c.aggregates {
         let class = (a.counter.clone(), key_class(a.window));
@@ -292,11 +292,14 @@ fn key_class(w: Window) -> u8 {
 
 /// Pre-filter of a rule from its `when`: the earning kinds it may match
 /// (bit 0 purchase, bit 1 authorization) and the MCC ranges it requires
-/// (`None`: any MCC or none).
+/// (`None`: any MCC or none), and whether the `when` holds exactly for the
+/// transactions the filter lets through (then the dispatch index decides
+/// it and evaluation need not compute it).
 #[derive(Debug, Clone)]
 struct Pre {
     kinds: u8,
     mcc: Option<Vec<(u32, u32)>>,
+    exact: bool,
 }
 
 const ALL_KINDS: u8 = 0b11;
@@ -636,6 +639,7 @@ impl<'p> Compiler<'p> {
             counter: format!("cap.{}", r.id.name).into(),
             group,
             budget,
+            when_by_dispatch: false,
         };
         (
             plan,
@@ -650,6 +654,7 @@ impl<'p> Compiler<'p> {
         let any = Pre {
             kinds: ALL_KINDS,
             mcc: None,
+            exact: false,
         };
         let Some(n) = self.nodes.get(node as usize) else {
             return any;
@@ -658,10 +663,13 @@ impl<'p> Compiler<'p> {
             Node::Const(Val::Bool(false)) => Pre {
                 kinds: 0,
                 mcc: None,
+                exact: true,
             },
+            Node::Const(Val::Bool(true)) => Pre { exact: true, ..any },
             Node::And(a, b) => {
                 let (a, b) = (self.pre(*a), self.pre(*b));
                 Pre {
+                    exact: a.exact && b.exact,
                     kinds: a.kinds & b.kinds,
                     mcc: match (a.mcc, b.mcc) {
                         (Some(x), Some(y)) => Some(intersect(&x, &y)),
@@ -679,7 +687,11 @@ impl<'p> Compiler<'p> {
                 if b.kinds == 0 {
                     return a;
                 }
+                // A union of two (kinds × MCCs) products is one product
+                // when the kinds are the same or neither side tests MCCs.
+                let product = a.kinds == b.kinds || (a.mcc.is_none() && b.mcc.is_none());
                 Pre {
+                    exact: a.exact && b.exact && product,
                     kinds: a.kinds | b.kinds,
                     mcc: match (a.mcc, b.mcc) {
                         (Some(mut x), Some(y)) => {
@@ -705,6 +717,7 @@ impl<'p> Compiler<'p> {
                             ALL_KINDS & !kind_bit(*k)
                         },
                         mcc: None,
+                        exact: true,
                     },
                     (TxRead::Mcc, Val::Int(m)) if *op == Rel::Eq => Pre {
                         kinds: ALL_KINDS,
@@ -712,6 +725,7 @@ impl<'p> Compiler<'p> {
                             Ok(m) if m <= MAX_MCC => vec![(m, m)],
                             _ => Vec::new(),
                         }),
+                        exact: true,
                     },
                     _ => any,
                 }
@@ -739,6 +753,7 @@ impl<'p> Compiler<'p> {
                         Pre {
                             kinds: ALL_KINDS,
                             mcc: Some(if *negate { complement(&r) } else { r }),
+                            exact: true,
                         }
                     }
                     (TxRead::Kind, ConstSet::Other(elems)) => {
@@ -752,6 +767,7 @@ impl<'p> Compiler<'p> {
                         Pre {
                             kinds: if *negate { ALL_KINDS & !kinds } else { kinds },
                             mcc: None,
+                            exact: true,
                         }
                     }
                     _ => any,
@@ -761,7 +777,7 @@ impl<'p> Compiler<'p> {
         }
     }
 
-    fn dispatch(&self, rules: &[RulePlan]) -> Dispatch {
+    fn dispatch(&self, rules: &mut [RulePlan]) -> Dispatch {
         let pres: Vec<Pre> = rules
             .iter()
             .map(|r| match r.when {
@@ -769,9 +785,13 @@ impl<'p> Compiler<'p> {
                 None => Pre {
                     kinds: ALL_KINDS,
                     mcc: None,
+                    exact: true,
                 },
             })
             .collect();
+        for (r, p) in rules.iter_mut().zip(&pres) {
+            r.when_by_dispatch = p.exact;
+        }
         let mut bounds = BTreeSet::new();
         for p in &pres {
             for (lo, hi) in p.mcc.iter().flatten() {

@@ -354,6 +354,31 @@ fn attr<'a>(value: Option<&'a AttrValue>, ty: TypeName) -> Val<'a> {
     }
 }
 
+/// A transaction field.
+#[inline]
+fn tx_read(f: TxRead, tx: &Transaction) -> Val<'_> {
+    match f {
+        TxRead::Amount => Val::Money(tx.amount.amount),
+        TxRead::Currency => Val::Currency(tx.amount.currency),
+        TxRead::Kind => Val::Kind(tx.kind),
+        TxRead::Mcc => tx.mcc.map_or(Val::Absent, |m| Val::Int(i64::from(m))),
+        TxRead::Merchant => tx
+            .merchant
+            .as_deref()
+            .map_or(Val::Absent, |s| Val::Str(Cow::Borrowed(s))),
+        TxRead::Channel => tx
+            .channel
+            .as_deref()
+            .map_or(Val::Absent, |s| Val::Str(Cow::Borrowed(s))),
+        TxRead::Country => tx
+            .country
+            .as_deref()
+            .map_or(Val::Absent, |s| Val::Str(Cow::Borrowed(s))),
+        TxRead::Presence => tx.presence.map_or(Val::Absent, Val::Presence),
+        TxRead::Time => Val::DateTime(tx.time),
+    }
+}
+
 // ---- evaluation context
 
 /// What an expression may read.
@@ -399,14 +424,10 @@ impl Plan {
         let mut sum = match cached.and_then(Cell::get) {
             Some(before) => before,
             None => {
-                let mut sum = Decimal::ZERO;
-                for key in a.window.keys_for(cx.date) {
-                    let k = CounterKey {
-                        name: a.counter.clone(),
-                        window: key,
-                    };
-                    sum = sum.checked_add(cx.view.counter(&k)).ok_or_else(overflow)?;
-                }
+                let sum = cx
+                    .view
+                    .counter_sum(&a.counter, a.window, cx.date)
+                    .ok_or_else(overflow)?;
                 if let Some(c) = cached {
                     c.set(Some(sum));
                 }
@@ -426,6 +447,19 @@ impl Plan {
         })
     }
 
+    /// An operand: the leaves (constants, transaction fields, the tier)
+    /// read in place, anything else evaluated.
+    #[inline(always)]
+    fn operand<'a>(&'a self, id: NodeId, cx: &Cx<'a>) -> Result<Val<'a>, EvalError> {
+        match self.nodes.get(id as usize) {
+            Some(Node::Const(Val::Str(s))) => Ok(Val::Str(Cow::Borrowed(s.as_ref()))),
+            Some(Node::Const(v)) => Ok(v.clone()),
+            Some(Node::Tx(f)) => Ok(tx_read(*f, cx.tx)),
+            Some(Node::MemberTier) => Ok(cx.tier.map_or(Val::Absent, Val::Tier)),
+            _ => self.eval(id, cx),
+        }
+    }
+
     /// Evaluates one node.
     pub(crate) fn eval<'a>(&'a self, id: NodeId, cx: &Cx<'a>) -> Result<Val<'a>, EvalError> {
         let Some(node) = self.nodes.get(id as usize) else {
@@ -435,26 +469,7 @@ impl Plan {
         Ok(match node {
             Node::Const(Val::Str(s)) => Val::Str(Cow::Borrowed(s.as_ref())),
             Node::Const(v) => v.clone(),
-            Node::Tx(f) => match f {
-                TxRead::Amount => Val::Money(tx.amount.amount),
-                TxRead::Currency => Val::Currency(tx.amount.currency),
-                TxRead::Kind => Val::Kind(tx.kind),
-                TxRead::Mcc => tx.mcc.map_or(Val::Absent, |m| Val::Int(i64::from(m))),
-                TxRead::Merchant => tx
-                    .merchant
-                    .as_deref()
-                    .map_or(Val::Absent, |s| Val::Str(Cow::Borrowed(s))),
-                TxRead::Channel => tx
-                    .channel
-                    .as_deref()
-                    .map_or(Val::Absent, |s| Val::Str(Cow::Borrowed(s))),
-                TxRead::Country => tx
-                    .country
-                    .as_deref()
-                    .map_or(Val::Absent, |s| Val::Str(Cow::Borrowed(s))),
-                TxRead::Presence => tx.presence.map_or(Val::Absent, Val::Presence),
-                TxRead::Time => Val::DateTime(tx.time),
-            },
+            Node::Tx(f) => tx_read(*f, tx),
             Node::TxAttr(name, ty) => attr(tx.attributes.get(&**name), *ty),
             Node::MemberTier => cx.tier.map_or(Val::Absent, Val::Tier),
             Node::MemberEnrolled => cx.view.enrolled.map_or(Val::Absent, Val::Date),
@@ -486,9 +501,9 @@ impl Plan {
                 }
                 or(&a, &self.eval(*b, cx)?)
             }
-            Node::Cmp(op, a, b) => compare(*op, &self.eval(*a, cx)?, &self.eval(*b, cx)?),
+            Node::Cmp(op, a, b) => compare(*op, &self.operand(*a, cx)?, &self.operand(*b, cx)?),
             Node::InSet { value, set, negate } => {
-                let v = self.eval(*value, cx)?;
+                let v = self.operand(*value, cx)?;
                 match self.sets.get(*set as usize).and_then(|s| s.contains(&v)) {
                     None => Val::Absent,
                     Some(found) => Val::Bool(found != *negate),
@@ -537,7 +552,7 @@ impl Plan {
                 }
             }
             Node::Arith(op, a, b) => {
-                let (a, b) = (self.eval(*a, cx)?, self.eval(*b, cx)?);
+                let (a, b) = (self.operand(*a, cx)?, self.operand(*b, cx)?);
                 arith(*op, &a, &b, self.tz)?
             }
             Node::Builtin(b, (start, len)) => {
@@ -547,7 +562,7 @@ impl Plan {
                     .unwrap_or(&[]);
                 match ids {
                     [x] => {
-                        let v = self.eval(*x, cx)?;
+                        let v = self.operand(*x, cx)?;
                         builtin_at(
                             *b,
                             std::slice::from_ref(&v),
@@ -1200,7 +1215,7 @@ impl Plan {
                 own: Some(&s.own),
                 ..cx
             };
-            let qualified = self.qualified_tier(&after)?;
+            let qualified = self.qualified_tier(&after, tier)?;
             if let Some(q) = qualified {
                 if tier.is_none_or(|t| q > t) {
                     if let Some(to) = self.tier_names.get(usize::from(q)) {
@@ -1276,7 +1291,12 @@ impl Plan {
             }
             return Ok(false);
         }
-        for (what, cond) in [("audience", r.audience), ("when", r.when)] {
+        let when = if !explain && r.when_by_dispatch {
+            None
+        } else {
+            r.when
+        };
+        for (what, cond) in [("audience", r.audience), ("when", when)] {
             let Some(c) = cond else { continue };
             let v = self.eval(c, cx).map_err(|e| e.within(&r.id))?;
             if v != Val::Bool(true) {
@@ -1308,14 +1328,10 @@ impl Plan {
                 None => cap.limit,
                 Some(w) => {
                     let overflow = || EvalError::Overflow(format!("cap of {}", r.id));
-                    let mut used = Decimal::ZERO;
-                    for key in w.keys_for(cx.date) {
-                        let v = cx.view.counter(&CounterKey {
-                            name: r.counter.clone(),
-                            window: key,
-                        });
-                        used = used.checked_add(v).ok_or_else(overflow)?;
-                    }
+                    let used = cx
+                        .view
+                        .counter_sum(&r.counter, w, cx.date)
+                        .ok_or_else(overflow)?;
                     let room = Decimal::from(cap.limit)
                         .checked_sub(used)
                         .ok_or_else(overflow)?
@@ -1345,9 +1361,13 @@ impl Plan {
         Ok((points, text))
     }
 
-    /// The highest tier whose `qualify` holds (a tier without one always does).
-    fn qualified_tier(&self, cx: &Cx<'_>) -> Result<Option<u16>, EvalError> {
-        for (rank, t) in self.tiers.iter().enumerate().rev() {
+    /// The highest tier whose `qualify` holds (a tier without one always
+    /// does), among the tiers above `above` (all when `None`): a
+    /// transaction only ever moves a member up, so the tiers at or below
+    /// the current one are not evaluated for it.
+    fn qualified_tier(&self, cx: &Cx<'_>, above: Option<u16>) -> Result<Option<u16>, EvalError> {
+        let skip = above.map_or(0, |t| usize::from(t) + 1);
+        for (rank, t) in self.tiers.iter().enumerate().skip(skip).rev() {
             let holds = match t.qualify {
                 None => true,
                 Some(q) => self.eval(q, cx).map_err(|e| e.within(&t.name))? == Val::Bool(true),
@@ -1390,7 +1410,7 @@ impl Plan {
             local: as_of.with_timezone(&self.tz).naive_local(),
             cache: None,
         };
-        let Some(q) = self.qualified_tier(&cx)? else {
+        let Some(q) = self.qualified_tier(&cx, None)? else {
             return Ok(None);
         };
         let Some(q_name) = self.tier_names.get(usize::from(q)).cloned() else {

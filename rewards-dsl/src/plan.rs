@@ -277,6 +277,10 @@ pub(crate) struct RulePlan {
     pub counter: Arc<str>,
     pub group: Option<u16>,
     pub budget: Option<(Arc<str>, Points)>,
+    /// The `when` holds exactly for the transactions the dispatch index
+    /// lists the rule for (it tests only the kind and the MCC), so the
+    /// evaluator does not compute it for those (explain still does).
+    pub when_by_dispatch: bool,
 }
 
 impl RulePlan {

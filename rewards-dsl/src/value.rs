@@ -184,8 +184,15 @@ impl Val<'_> {
     /// Equality across the numeric types (an integer equals the same decimal;
     /// points compare with numbers); `None` when either side is absent.
     pub fn equals(&self, other: &Val<'_>) -> Option<bool> {
-        if matches!(self, Val::Absent) || matches!(other, Val::Absent) {
-            return None;
+        // The common same-type cases first (no decimal conversion).
+        match (self, other) {
+            (Val::Absent, _) | (_, Val::Absent) => return None,
+            (Val::Int(a), Val::Int(b)) => return Some(a == b),
+            (Val::Kind(a), Val::Kind(b)) => return Some(a == b),
+            (Val::Str(a), Val::Str(b)) => return Some(a == b),
+            (Val::Tier(a), Val::Tier(b)) => return Some(a == b),
+            (Val::Presence(a), Val::Presence(b)) => return Some(a == b),
+            _ => {}
         }
         if let (Some(a), Some(b)) = (self.numeric(), other.numeric()) {
             return Some(a == b);
@@ -208,6 +215,12 @@ impl Val<'_> {
     /// Order of two values of one ordered type; `None` when either side is
     /// absent or the values have no common order.
     pub fn compare(&self, other: &Val<'_>) -> Option<Ordering> {
+        match (self, other) {
+            (Val::Int(a), Val::Int(b)) => return Some(a.cmp(b)),
+            (Val::Money(a), Val::Money(b)) => return Some(a.cmp(b)),
+            (Val::Tier(a), Val::Tier(b)) => return Some(a.cmp(b)),
+            _ => {}
+        }
         if let (Some(a), Some(b)) = (self.numeric(), other.numeric()) {
             return Some(a.cmp(&b));
         }
