@@ -612,58 +612,102 @@ fn literal(lit: &Literal) -> String {
 }
 
 fn list(elems: &[ListElem]) -> String {
-    let parts: Vec<String> = elems
-        .iter()
-        .map(|e| match e {
-            ListElem::Single(x) => expr(x),
-            ListElem::Range(a, b) => format!("{}..{}", expr(a), expr(b)),
-        })
-        .collect();
-    format!("[{}]", parts.join(", "))
+    let mut s = String::new();
+    list_into(&mut s, elems);
+    s
+}
+
+fn list_into(s: &mut String, elems: &[ListElem]) {
+    s.push('[');
+    for (i, e) in elems.iter().enumerate() {
+        if i > 0 {
+            s.push_str(", ");
+        }
+        match e {
+            ListElem::Single(x) => expr_into(s, x),
+            ListElem::Range(a, b) => {
+                expr_into(s, a);
+                s.push_str("..");
+                expr_into(s, b);
+            }
+        }
+    }
+    s.push(']');
 }
 
 /// An expression on one line, with the author's parentheses.
 pub fn expr(e: &Expr) -> String {
+    let mut s = String::new();
+    expr_into(&mut s, e);
+    s
+}
+
+/// [`expr`], appended to `s` (one buffer for the whole expression).
+fn expr_into(s: &mut String, e: &Expr) {
     match &e.kind {
-        ExprKind::Literal(l) => literal(l),
-        ExprKind::Name(id) => id.name.clone(),
+        ExprKind::Literal(l) => s.push_str(&literal(l)),
+        ExprKind::Name(id) => s.push_str(&id.name),
         ExprKind::Path(p) => {
-            let mut s = p.root.as_str().to_string();
+            s.push_str(p.root.as_str());
             for f in &p.fields {
                 s.push('.');
                 s.push_str(&f.name);
             }
-            s
         }
-        ExprKind::Unary { op, operand } => match op {
-            UnaryOp::Not => format!("not {}", expr(operand)),
-            UnaryOp::Neg => format!("-{}", expr(operand)),
-        },
-        ExprKind::Binary { op, lhs, rhs } => format!("{} {} {}", expr(lhs), op.as_str(), expr(rhs)),
-        ExprKind::List(elems) => list(elems),
+        ExprKind::Unary { op, operand } => {
+            s.push_str(match op {
+                UnaryOp::Not => "not ",
+                UnaryOp::Neg => "-",
+            });
+            expr_into(s, operand);
+        }
+        ExprKind::Binary { op, lhs, rhs } => {
+            expr_into(s, lhs);
+            s.push(' ');
+            s.push_str(op.as_str());
+            s.push(' ');
+            expr_into(s, rhs);
+        }
+        ExprKind::List(elems) => list_into(s, elems),
         ExprKind::Call { func, args } => {
-            let args: Vec<String> = args.iter().map(expr).collect();
-            format!("{}({})", func.name, args.join(", "))
+            s.push_str(&func.name);
+            s.push('(');
+            for (i, a) in args.iter().enumerate() {
+                if i > 0 {
+                    s.push_str(", ");
+                }
+                expr_into(s, a);
+            }
+            s.push(')');
         }
         ExprKind::WindowAggregate { measure, window: w } => {
-            format!("{}({})", measure.as_str(), window(w.kind))
+            s.push_str(measure.as_str());
+            s.push('(');
+            s.push_str(&window(w.kind));
+            s.push(')');
         }
         ExprKind::ItemAggregate {
             func,
             filter,
             value,
         } => {
-            let mut s = format!("{}(tx.line_items", func.as_str());
+            s.push_str(func.as_str());
+            s.push_str("(tx.line_items");
             if let Some(f) = filter {
-                let _ = write!(s, " where {}", expr(f));
+                s.push_str(" where ");
+                expr_into(s, f);
             }
             if let Some(v) = value {
-                let _ = write!(s, ", {}", expr(v));
+                s.push_str(", ");
+                expr_into(s, v);
             }
             s.push(')');
-            s
         }
-        ExprKind::Paren(inner) => format!("({})", expr(inner)),
+        ExprKind::Paren(inner) => {
+            s.push('(');
+            expr_into(s, inner);
+            s.push(')');
+        }
     }
 }
 
