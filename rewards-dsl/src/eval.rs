@@ -489,14 +489,14 @@ impl Plan {
             Node::Neg(x) => neg(&self.eval(*x, cx)?)?,
             Node::And(a, b) => {
                 let a = self.eval(*a, cx)?;
-                if a == Val::Bool(false) {
+                if matches!(a, Val::Bool(false)) {
                     return Ok(a);
                 }
                 and(&a, &self.eval(*b, cx)?)
             }
             Node::Or(a, b) => {
                 let a = self.eval(*a, cx)?;
-                if a == Val::Bool(true) {
+                if matches!(a, Val::Bool(true)) {
                     return Ok(a);
                 }
                 or(&a, &self.eval(*b, cx)?)
@@ -563,6 +563,17 @@ impl Plan {
                 match ids {
                     [x] => {
                         let v = self.operand(*x, cx)?;
+                        // The hot shapes, as `builtin_at` computes them.
+                        match (b, &v) {
+                            (Builtin::Floor, Val::Money(d)) => return Ok(Val::Money(d.floor())),
+                            (Builtin::Hour, Val::DateTime(t)) if *t == tx.time => {
+                                return Ok(Val::Int(i64::from(cx.local.hour())));
+                            }
+                            (Builtin::Weekday, Val::DateTime(t)) if *t == tx.time => {
+                                return Ok(Val::Weekday(cx.local.weekday()));
+                            }
+                            _ => {}
+                        }
                         builtin_at(
                             *b,
                             std::slice::from_ref(&v),
@@ -604,7 +615,7 @@ impl Plan {
                         ..*cx
                     };
                     if let Some(f) = filter {
-                        if self.eval(*f, &inner)? != Val::Bool(true) {
+                        if !matches!(self.eval(*f, &inner)?, Val::Bool(true)) {
                             continue;
                         }
                     }
@@ -1164,7 +1175,10 @@ impl Plan {
         for (slot, a) in self.aggregates.iter().enumerate() {
             let counts = match a.filter {
                 None => true,
-                Some(f) => self.eval(f, &cx).map_err(|e| e.within(&a.label))? == Val::Bool(true),
+                Some(f) => matches!(
+                    self.eval(f, &cx).map_err(|e| e.within(&a.label))?,
+                    Val::Bool(true)
+                ),
             };
             if !counts {
                 if explain {
@@ -1299,7 +1313,7 @@ impl Plan {
         for (what, cond) in [("audience", r.audience), ("when", when)] {
             let Some(c) = cond else { continue };
             let v = self.eval(c, cx).map_err(|e| e.within(&r.id))?;
-            if v != Val::Bool(true) {
+            if !matches!(v, Val::Bool(true)) {
                 if explain {
                     note(
                         out,
@@ -1370,7 +1384,10 @@ impl Plan {
         for (rank, t) in self.tiers.iter().enumerate().skip(skip).rev() {
             let holds = match t.qualify {
                 None => true,
-                Some(q) => self.eval(q, cx).map_err(|e| e.within(&t.name))? == Val::Bool(true),
+                Some(q) => matches!(
+                    self.eval(q, cx).map_err(|e| e.within(&t.name))?,
+                    Val::Bool(true)
+                ),
             };
             if holds {
                 return Ok(u16::try_from(rank).ok());
