@@ -67,6 +67,22 @@ pub trait LedgerStore: Send + Sync {
     /// transaction creates them.
     async fn member_view(&self, member: &MemberId, counters: &[CounterKey]) -> Result<MemberView>;
 
+    /// [`LedgerStore::member_view`] for several members at once: one view
+    /// per request, in request order (a member may be asked for more than
+    /// once). Each view equals what `member_view` returns for the same
+    /// request at the same committed state; a database store answers all of
+    /// them in one round trip. The default asks one member at a time.
+    async fn member_views(
+        &self,
+        requests: &[(MemberId, Vec<CounterKey>)],
+    ) -> Result<Vec<MemberView>> {
+        let mut views = Vec::with_capacity(requests.len());
+        for (member, counters) in requests {
+            views.push(self.member_view(member, counters).await?);
+        }
+        Ok(views)
+    }
+
     /// Appends one evaluated transaction atomically with its inbox row.
     /// The same `tx.id` again with the same [`Transaction::fingerprint`]
     /// returns the stored receipt (`duplicate = true`) and changes nothing;
@@ -183,6 +199,19 @@ pub trait BalanceCache: Send + Sync {
 
     /// Stores `entry` unless a newer version is held or guarded.
     async fn put(&self, entry: &CachedMember) -> Result<CachePut>;
+
+    /// [`BalanceCache::put`] for several entries, applied in order (entries
+    /// of one member may follow each other: each is checked against the
+    /// version the previous one left), with one result per entry. A
+    /// networked cache sends them in one pipelined round trip. The default
+    /// puts one at a time.
+    async fn put_many(&self, entries: &[CachedMember]) -> Result<Vec<CachePut>> {
+        let mut done = Vec::with_capacity(entries.len());
+        for entry in entries {
+            done.push(self.put(entry).await?);
+        }
+        Ok(done)
+    }
 
     /// Drops the member's entry and refuses later puts older than
     /// `min_version` (the version of the commit whose write-through failed).

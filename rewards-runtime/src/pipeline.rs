@@ -13,12 +13,16 @@
 //!   transactions are applied in the order the source delivered them (on
 //!   Kafka: partition order, the key being the member). Workers run in
 //!   parallel across members.
-//! - **Adaptive batching.** A worker takes the message at the head of its
-//!   queue plus whatever else is already waiting, up to `max_batch`, and
-//!   never waits for more: one message alone is appended at once (no
-//!   latency cost at low load), a backlog is appended in batches. A batch
-//!   never holds two transactions of one member: the second needs the
-//!   member view *after* the first, so the batch is flushed before it.
+//! - **Adaptive batching in waves.** A worker takes whatever is already
+//!   waiting in its queue and never waits for more: one message alone is
+//!   appended at once (no latency cost at low load), a backlog is appended
+//!   in batches. Each round takes, in arrival order, the first waiting
+//!   transaction of each member, up to `max_batch` (a member's later
+//!   transactions wait for later rounds, at most `4 × max_batch` jobs are
+//!   held back). A round is a wave of distinct members: their views are
+//!   read in one `member_views` call and their outcomes appended in one
+//!   `append_batch`; the next round starts once it is durable, so a view
+//!   always reflects the member's earlier transactions.
 //! - **Acks** go to the source only after the outcome is durable (the store
 //!   returned `Ok`, or the dead-letter sink returned `Ok`).
 //! - **Bad input** (decode errors, unknown programs, evaluation failures,
@@ -36,7 +40,7 @@
 //!   so it is delivered again later).
 
 use std::collections::hash_map::DefaultHasher;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::future::Future;
 use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -49,7 +53,7 @@ use tokio::time::Instant;
 
 use rewards_core::ledger::Receipt;
 use rewards_core::store::MAX_BATCH_ITEMS;
-use rewards_core::{CounterKey, Error as StoreError, LedgerStore, MemberId, Outcome, Transaction};
+use rewards_core::{Error as StoreError, LedgerStore, MemberId, Outcome, Transaction};
 
 use crate::breaker::{Backoff, CircuitBreaker};
 use crate::deadletter::{DeadLetter, DeadLetterReason, DeadLetterSink};
@@ -193,12 +197,11 @@ enum Stop {
     Aborted,
 }
 
-/// The transactions of one worker waiting for a store append.
+/// The transactions of one wave waiting for a store append.
 #[derive(Default)]
 struct Segment {
     items: Vec<(Transaction, Outcome)>,
     metas: Vec<Meta>,
-    members: HashSet<MemberId>,
 }
 
 impl Pipeline {
@@ -282,7 +285,6 @@ impl Pipeline {
                 inner: inner.clone(),
                 counters: counters.clone(),
                 abort: abort.clone(),
-                keys: Vec::new(),
             };
             workers.push(tokio::spawn(worker.run(rx)));
         }
@@ -416,26 +418,77 @@ async fn dispatch(
     }
 }
 
+/// How many batches' worth of jobs a worker may hold back (see
+/// [`take_round`]).
+const HOLD_BATCHES: usize = 4;
+
+/// Moves the next round out of `pending` into `batch`: in arrival order,
+/// every job whose member has no earlier job still waiting or already in
+/// the round, up to `max_batch` transactions (dead letters and stale jobs
+/// ride along). Each member's jobs keep their order, and a round holds at
+/// most one transaction per member, so the round is one wave: one
+/// `member_views` call and one `append_batch`. A hot member's later
+/// transactions wait for later rounds instead of splitting this one.
+fn take_round(pending: &mut VecDeque<Job>, batch: &mut Vec<Job>, max_batch: usize) {
+    let mut members: HashSet<MemberId> = HashSet::new();
+    let mut taken = 0;
+    let mut rest = VecDeque::with_capacity(pending.len());
+    while let Some(job) = pending.pop_front() {
+        let take = match &job.work {
+            Work::Reject(_) => true,
+            Work::Apply(_) if taken >= max_batch => false,
+            Work::Apply(tx) => {
+                if members.insert(tx.member.clone()) {
+                    taken += 1;
+                    true
+                } else {
+                    false
+                }
+            }
+        };
+        if take {
+            batch.push(job);
+        } else {
+            rest.push_back(job);
+        }
+    }
+    *pending = rest;
+}
+
 struct Worker {
     inner: Arc<Inner>,
     counters: Arc<RunCounters>,
     abort: ShutdownSignal,
-    keys: Vec<CounterKey>,
 }
 
 impl Worker {
     async fn run(mut self, mut queue: mpsc::Receiver<Job>) {
         let max_batch = self.inner.config.max_batch;
+        // Jobs held back because their member already has one in the
+        // round, in arrival order; bounded so a hot member cannot make the
+        // worker buffer without end (the queue then fills and the source
+        // slows down, as before).
+        let hold = max_batch.saturating_mul(HOLD_BATCHES);
+        let mut pending: VecDeque<Job> = VecDeque::with_capacity(hold);
         let mut batch = Vec::with_capacity(max_batch);
-        while let Some(first) = queue.recv().await {
-            batch.push(first);
-            while batch.len() < max_batch {
+        loop {
+            if pending.is_empty() {
+                match queue.recv().await {
+                    Some(job) => pending.push_back(job),
+                    None => return,
+                }
+            }
+            while pending.len() < hold {
                 match queue.try_recv() {
-                    Ok(job) => batch.push(job),
+                    Ok(job) => pending.push_back(job),
                     Err(_) => break,
                 }
             }
+            take_round(&mut pending, &mut batch, max_batch);
             if self.process(&mut batch).await.is_err() {
+                for job in pending.drain(..) {
+                    self.abandon(job.meta);
+                }
                 queue.close();
                 while let Ok(job) = queue.try_recv() {
                     self.abandon(job.meta);
@@ -445,10 +498,18 @@ impl Worker {
         }
     }
 
-    /// Handles one batch; `Err` when shutdown gave up (everything not yet
-    /// acknowledged is abandoned).
+    /// Handles one batch in waves; `Err` when shutdown gave up (everything
+    /// not yet acknowledged is abandoned).
+    ///
+    /// Wave 0 holds the first transaction of each member in the batch, wave
+    /// 1 the second ones, and so on (each wave in arrival order). A wave's
+    /// member views are read in one [`LedgerStore::member_views`] call, its
+    /// outcomes appended with one `append_batch`; the next wave starts only
+    /// once the previous one is durable, so every view reflects the
+    /// member's earlier transactions and each member's order is kept.
     async fn process(&mut self, batch: &mut Vec<Job>) -> Result<(), ()> {
-        let mut segment = Segment::default();
+        let mut waves: Vec<Vec<(Transaction, Meta)>> = Vec::new();
+        let mut seen: HashMap<MemberId, usize> = HashMap::new();
         let mut jobs = batch.drain(..);
         while let Some(job) = jobs.next() {
             if job.meta.ack.is_stale() {
@@ -456,88 +517,143 @@ impl Worker {
                 self.inner.metrics.in_flight.fetch_sub(1, Ordering::Relaxed);
                 continue;
             }
-            let outcome = match job.work {
-                Work::Reject(reason) => self.dead_letter(job.meta, None, reason).await,
-                Work::Apply(tx) => {
-                    if segment.members.contains(&tx.member) {
-                        // The member view must reflect the earlier one: append first.
-                        if self.flush(&mut segment).await.is_err() {
-                            self.abandon(job.meta);
-                            self.abandon_all(jobs);
-                            return Err(());
-                        }
+            match job.work {
+                Work::Reject(reason) => {
+                    if self.dead_letter(job.meta, None, reason).await.is_err() {
+                        self.abandon_waves(waves);
+                        self.abandon_all(jobs);
+                        return Err(());
                     }
-                    self.prepare(tx, job.meta, &mut segment).await
+                }
+                Work::Apply(tx) => {
+                    let wave = seen.entry(tx.member.clone()).or_insert(0);
+                    if waves.len() <= *wave {
+                        waves.push(Vec::new());
+                    }
+                    waves[*wave].push((tx, job.meta));
+                    *wave += 1;
+                }
+            }
+        }
+        drop(jobs);
+        let mut waves = waves.into_iter();
+        while let Some(wave) = waves.next() {
+            if self.run_wave(wave).await.is_err() {
+                self.abandon_waves(waves.collect());
+                return Err(());
+            }
+        }
+        Ok(())
+    }
+
+    /// One wave (at most one transaction per member): resolve the plans,
+    /// read every view in one call, evaluate, append, acknowledge.
+    async fn run_wave(&mut self, wave: Vec<(Transaction, Meta)>) -> Result<(), ()> {
+        let inner = self.inner.clone();
+        let mut ready = Vec::with_capacity(wave.len());
+        let mut requests = Vec::with_capacity(wave.len());
+        let mut wave = wave.into_iter();
+        while let Some((tx, meta)) = wave.next() {
+            match inner.programs.resolve(tx.program.as_deref()) {
+                Ok(plan) => {
+                    let mut keys = Vec::new();
+                    plan.counter_keys(&tx, &mut keys);
+                    requests.push((tx.member.clone(), keys));
+                    ready.push((tx, meta, plan));
+                }
+                Err(e) => {
+                    let reason = DeadLetterReason::program(&e);
+                    if self.dead_letter(meta, Some(&tx), reason).await.is_err() {
+                        self.abandon_all_prepared(ready);
+                        for (_, meta) in wave {
+                            self.abandon(meta);
+                        }
+                        return Err(());
+                    }
+                }
+            }
+        }
+        if ready.is_empty() {
+            return Ok(());
+        }
+        let views = match self
+            .store_call(|| inner.store.member_views(&requests))
+            .await
+        {
+            Ok(views) if views.len() == ready.len() => views.into_iter().map(Ok).collect(),
+            // Refused as a whole (or answered oddly): ask one member at a
+            // time, so that one bad member cannot sink the others.
+            Ok(_) | Err(Stop::Permanent(_)) => {
+                let mut views = Vec::with_capacity(ready.len());
+                for (member, keys) in &requests {
+                    views.push(
+                        self.store_call(|| inner.store.member_view(member, keys))
+                            .await,
+                    );
+                }
+                views
+            }
+            Err(Stop::Aborted) => {
+                self.abandon_all_prepared(ready);
+                return Err(());
+            }
+        };
+        let mut segment = Segment::default();
+        let mut items = ready.into_iter().zip(views);
+        while let Some(((tx, meta, plan), view)) = items.next() {
+            let view = match view {
+                Ok(view) => view,
+                Err(Stop::Permanent(e)) => {
+                    if self
+                        .dead_letter(meta, Some(&tx), DeadLetterReason::ledger(&e))
+                        .await
+                        .is_err()
+                    {
+                        self.abandon_segment(segment);
+                        for ((_, meta, _), _) in items {
+                            self.abandon(meta);
+                        }
+                        return Err(());
+                    }
+                    continue;
+                }
+                Err(Stop::Aborted) => {
+                    self.abandon(meta);
+                    self.abandon_segment(segment);
+                    for ((_, meta, _), _) in items {
+                        self.abandon(meta);
+                    }
+                    return Err(());
                 }
             };
-            if outcome.is_err() {
-                self.abandon_segment(segment);
-                self.abandon_all(jobs);
-                return Err(());
+            let started = Instant::now();
+            let evaluated = plan.evaluate(&tx, &view);
+            inner
+                .metrics
+                .evaluation_us
+                .observe_duration(started.elapsed());
+            match evaluated {
+                Ok(outcome) => {
+                    segment.items.push((tx, outcome));
+                    segment.metas.push(meta);
+                }
+                Err(failure) => {
+                    let reason = DeadLetterReason::evaluate(&failure);
+                    if self.dead_letter(meta, Some(&tx), reason).await.is_err() {
+                        self.abandon_segment(segment);
+                        for ((_, meta, _), _) in items {
+                            self.abandon(meta);
+                        }
+                        return Err(());
+                    }
+                }
             }
         }
         self.flush(&mut segment).await
     }
 
-    /// Resolves the plan, reads the view, evaluates; the outcome joins the
-    /// segment, or the message goes to the dead letters.
-    async fn prepare(
-        &mut self,
-        tx: Transaction,
-        meta: Meta,
-        segment: &mut Segment,
-    ) -> Result<(), ()> {
-        let inner = self.inner.clone();
-        let plan = match inner.programs.resolve(tx.program.as_deref()) {
-            Ok(plan) => plan,
-            Err(e) => {
-                return self
-                    .dead_letter(meta, Some(&tx), DeadLetterReason::program(&e))
-                    .await
-            }
-        };
-        self.keys.clear();
-        plan.counter_keys(&tx, &mut self.keys);
-        let keys = std::mem::take(&mut self.keys);
-        let view = self
-            .store_call(|| inner.store.member_view(&tx.member, &keys))
-            .await;
-        self.keys = keys;
-        let view = match view {
-            Ok(view) => view,
-            Err(Stop::Permanent(e)) => {
-                return self
-                    .dead_letter(meta, Some(&tx), DeadLetterReason::ledger(&e))
-                    .await
-            }
-            Err(Stop::Aborted) => {
-                self.abandon(meta);
-                return Err(());
-            }
-        };
-        let started = Instant::now();
-        let evaluated = plan.evaluate(&tx, &view);
-        inner
-            .metrics
-            .evaluation_us
-            .observe_duration(started.elapsed());
-        match evaluated {
-            Ok(outcome) => {
-                segment.members.insert(tx.member.clone());
-                segment.items.push((tx, outcome));
-                segment.metas.push(meta);
-                Ok(())
-            }
-            Err(failure) => {
-                self.dead_letter(meta, Some(&tx), DeadLetterReason::evaluate(&failure))
-                    .await
-            }
-        }
-    }
-
     /// Appends the segment and acknowledges each message.
     async fn flush(&mut self, segment: &mut Segment) -> Result<(), ()> {
-        segment.members.clear();
         if segment.items.is_empty() {
             return Ok(());
         }
@@ -730,6 +846,18 @@ impl Worker {
     fn abandon_all(&self, jobs: impl Iterator<Item = Job>) {
         for job in jobs {
             self.abandon(job.meta);
+        }
+    }
+
+    fn abandon_waves(&self, waves: Vec<Vec<(Transaction, Meta)>>) {
+        for (_, meta) in waves.into_iter().flatten() {
+            self.abandon(meta);
+        }
+    }
+
+    fn abandon_all_prepared<P>(&self, ready: Vec<(Transaction, Meta, P)>) {
+        for (_, meta, _) in ready {
+            self.abandon(meta);
         }
     }
 }

@@ -134,6 +134,19 @@ pub trait CacheBackend: BalanceCache {
             CachePut::Stale { current } => ApplyOutcome::Stale { current },
         })
     }
+
+    /// [`CacheBackend::apply_commit`] for several commits, applied in order
+    /// (a member may appear more than once: each update is checked against
+    /// what the previous one left), with one outcome per update. The Redis
+    /// cache sends them in one pipelined round trip; the default applies
+    /// one at a time.
+    async fn apply_commits(&self, updates: &[CommitUpdate<'_>]) -> Result<Vec<ApplyOutcome>> {
+        let mut done = Vec::with_capacity(updates.len());
+        for update in updates {
+            done.push(self.apply_commit(update).await?);
+        }
+        Ok(done)
+    }
 }
 
 /// How many recent entries [`CachedStore`] keeps per member in the core's
@@ -158,6 +171,10 @@ impl CacheBackend for MemoryCache {
 pub struct CachedStoreConfig {
     /// Bound on one write-through (and on the eviction after a failed one).
     pub write_through_timeout: Duration,
+    /// Added to `write_through_timeout` per update of a batch written
+    /// through in one call (after `append_batch`): the bound of a batch of
+    /// `n` updates is `write_through_timeout + n * write_through_per_item`.
+    pub write_through_per_item: Duration,
     /// Bound on one cache read or fill.
     pub read_timeout: Duration,
     /// Bound on clearing the whole cache.
@@ -175,6 +192,7 @@ impl Default for CachedStoreConfig {
     fn default() -> Self {
         CachedStoreConfig {
             write_through_timeout: Duration::from_millis(50),
+            write_through_per_item: Duration::from_micros(100),
             read_timeout: Duration::from_millis(50),
             clear_timeout: Duration::from_secs(30),
             breaker: BreakerConfig::default(),
@@ -701,6 +719,126 @@ where
         }
     }
 
+    /// Writes a batch's commits through in one cache call: each member's
+    /// consecutive commits merged into one update (balances and tier of the
+    /// last, every new recent entry), members the cache may not be written
+    /// for recorded as dirty. If the call fails, every member it carried
+    /// is recorded as dirty (reads of them go to the store until the repair
+    /// has evicted their entries): a failure costs no further round trip.
+    async fn write_through_batch(
+        &self,
+        items: &[(Transaction, Outcome)],
+        results: &[Result<Receipt>],
+    ) {
+        struct Run {
+            member: MemberId,
+            base: u64,
+            version: u64,
+            balances: Balances,
+            tier: Option<Arc<str>>,
+            recent: Vec<RecentEntry>,
+        }
+        self.kick();
+        let stats = &self.inner.stats;
+        let mut runs: Vec<Run> = Vec::new();
+        // The index in `runs` of each member's latest run.
+        let mut last_run: HashMap<&MemberId, usize> = HashMap::new();
+        for ((tx, _), result) in items.iter().zip(results) {
+            let Ok(receipt) = result else { continue };
+            if receipt.duplicate {
+                continue;
+            }
+            let entry = RecentEntry {
+                id: receipt.id.clone(),
+                kind: receipt.kind,
+                time: tx.time,
+                delta: receipt.delta,
+                version: receipt.version,
+            };
+            if let Some(&i) = last_run.get(&receipt.member) {
+                let run = &mut runs[i];
+                if run.version.checked_add(1) == Some(receipt.version) {
+                    run.version = receipt.version;
+                    run.balances = receipt.balances;
+                    run.tier = receipt.tier.clone();
+                    run.recent.push(entry);
+                    continue;
+                }
+            }
+            last_run.insert(&receipt.member, runs.len());
+            runs.push(Run {
+                member: receipt.member.clone(),
+                base: receipt.version.saturating_sub(1),
+                version: receipt.version,
+                balances: receipt.balances,
+                tier: receipt.tier.clone(),
+                recent: vec![entry],
+            });
+        }
+        let mut routed: HashMap<&MemberId, bool> = HashMap::new();
+        let mut updates: Vec<CommitUpdate<'_>> = Vec::with_capacity(runs.len());
+        // Commits per update (the counters count commits, as one by one).
+        let mut commits: Vec<u64> = Vec::with_capacity(runs.len());
+        for run in &runs {
+            let writable = *routed.entry(&run.member).or_insert_with(|| {
+                self.inner.breaker.route_write(&run.member) == WriteRoute::WriteThrough
+            });
+            let n = run.recent.len() as u64;
+            if !writable {
+                stats.store_only_writes.fetch_add(n, Ordering::Relaxed);
+                continue;
+            }
+            commits.push(n);
+            updates.push(CommitUpdate {
+                member: &run.member,
+                version: run.version,
+                base_version: run.base,
+                balances: run.balances,
+                tier: run.tier.as_deref(),
+                new_recent: &run.recent,
+            });
+        }
+        if updates.is_empty() {
+            return;
+        }
+        let per_item = self
+            .inner
+            .config
+            .write_through_per_item
+            .saturating_mul(u32::try_from(updates.len()).unwrap_or(u32::MAX));
+        let bound = self
+            .inner
+            .config
+            .write_through_timeout
+            .saturating_add(per_item);
+        let started = Instant::now();
+        match self
+            .call(bound, self.inner.cache.apply_commits(&updates))
+            .await
+        {
+            Ok(outcomes) => {
+                stats.record_latency(started.elapsed());
+                for (outcome, n) in outcomes.into_iter().zip(&commits) {
+                    let counter = match outcome {
+                        ApplyOutcome::Written => &stats.write_throughs,
+                        ApplyOutcome::Guarded => &stats.write_through_guards,
+                        ApplyOutcome::Stale { .. } => &stats.stale_refused,
+                    };
+                    counter.fetch_add(*n, Ordering::Relaxed);
+                }
+            }
+            Err(CacheFailed) => {
+                for (update, n) in updates.iter().zip(&commits) {
+                    stats
+                        .write_through_failures
+                        .fetch_add(*n, Ordering::Relaxed);
+                    self.inner.breaker.mark_dirty(update.member);
+                }
+                self.kick();
+            }
+        }
+    }
+
     /// Evicts `member` with a guard at `version`; when that fails too,
     /// records the member as dirty.
     async fn evict_or_mark(&self, member: &MemberId, version: u64) {
@@ -893,6 +1031,13 @@ where
         self.inner.store.member_view(member, counters).await
     }
 
+    async fn member_views(
+        &self,
+        requests: &[(MemberId, Vec<CounterKey>)],
+    ) -> Result<Vec<MemberView>> {
+        self.inner.store.member_views(requests).await
+    }
+
     async fn append(&self, tx: &Transaction, outcome: &Outcome) -> Result<Receipt> {
         let receipt = self.inner.store.append(tx, outcome).await?;
         self.after_receipt(&receipt, tx.time).await;
@@ -901,44 +1046,7 @@ where
 
     async fn append_batch(&self, items: &[(Transaction, Outcome)]) -> Result<Vec<Result<Receipt>>> {
         let results = self.inner.store.append_batch(items).await?;
-        // One chain of write-throughs per member, in commit order; the
-        // chains run concurrently, so the batch costs about one round trip
-        // per entry of its busiest member rather than one per item (both
-        // connection kinds pipeline concurrent requests).
-        let mut chains: Vec<Vec<(Receipt, DateTime<Utc>)>> = Vec::new();
-        let mut chain_of: HashMap<&MemberId, usize> = HashMap::new();
-        for ((tx, _), result) in items.iter().zip(&results) {
-            if let Ok(receipt) = result {
-                let index = *chain_of.entry(&tx.member).or_insert_with(|| {
-                    chains.push(Vec::new());
-                    chains.len() - 1
-                });
-                chains[index].push((receipt.clone(), tx.time));
-            }
-        }
-        if chains.len() <= 1 {
-            for (receipt, time) in chains.iter().flatten() {
-                self.after_receipt(receipt, *time).await;
-            }
-        } else {
-            let mut tasks = tokio::task::JoinSet::new();
-            for chain in chains {
-                let this = self.clone();
-                tasks.spawn(async move {
-                    for (receipt, time) in &chain {
-                        this.after_receipt(receipt, *time).await;
-                    }
-                });
-            }
-            while let Some(joined) = tasks.join_next().await {
-                if let Err(e) = joined {
-                    // A panicked write-through task: its members may hold
-                    // anything, so drop the cache for safety.
-                    tracing::error!(error = %e, "a write-through task failed");
-                    self.inner.breaker.mark_all_dirty();
-                }
-            }
-        }
+        self.write_through_batch(items, &results).await;
         Ok(results)
     }
 

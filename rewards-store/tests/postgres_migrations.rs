@@ -4,14 +4,16 @@
 mod postgres_support;
 
 use postgres_support::TestSchema;
-use rewards_store::postgres::migrate::{latest_version, migrate_with_config};
+use rewards_store::postgres::migrate::{latest_version, migrate_with_config, MIGRATIONS};
 use rewards_store::postgres::PgError;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn migrating_twice_applies_once() {
     let t = TestSchema::new();
     let first = migrate_with_config(&t.config).await.unwrap();
-    assert_eq!(first.applied, vec![1]);
+    let every: Vec<i32> = MIGRATIONS.iter().map(|m| m.version).collect();
+    assert_eq!(every, vec![1, 2]);
+    assert_eq!(first.applied, every);
     assert_eq!(first.version, latest_version());
     let second = migrate_with_config(&t.config).await.unwrap();
     assert!(second.applied.is_empty());
@@ -60,7 +62,7 @@ async fn concurrent_starts_do_not_race() {
     }
     assert_eq!(
         applied,
-        vec![1],
+        vec![1, 2],
         "exactly one process applies each migration"
     );
 }

@@ -266,6 +266,97 @@ async fn prefixes_isolate(a: RedisCache, b: RedisCache) {
     assert_eq!(b.cached_members().await.unwrap(), Vec::<String>::new());
 }
 
+/// A batch of commits in one pipelined call (one pipeline per slot on the
+/// cluster): applied in order, a member's consecutive commits extend its
+/// entry, stale ones are refused, gaps guard, and a later single write of
+/// an older version still cannot land. Enough members to cover every
+/// cluster master.
+async fn batched_commits_keep_the_version_guard(cache: RedisCache) {
+    let members: Vec<MemberId> = (0..40).map(|i| member(&format!("m-batch-{i}"))).collect();
+    for m in &members {
+        assert_eq!(
+            cache
+                .put(&entry(m, 2, 20, vec![recent(2, 10)]))
+                .await
+                .unwrap(),
+            CachePut::Written
+        );
+    }
+    let (e3, e4, e5) = (recent(3, 1), recent(4, 1), recent(5, 1));
+    let mut updates = Vec::new();
+    for m in &members {
+        // Extends 2 -> 3, then 3 -> 4 (the same member twice, in order).
+        updates.push(CommitUpdate {
+            member: m,
+            version: 3,
+            base_version: 2,
+            balances: bal(21, 0),
+            tier: None,
+            new_recent: std::slice::from_ref(&e3),
+        });
+        updates.push(CommitUpdate {
+            member: m,
+            version: 4,
+            base_version: 3,
+            balances: bal(22, 0),
+            tier: Some("silver"),
+            new_recent: std::slice::from_ref(&e4),
+        });
+        // A late write of version 3 again: stale.
+        updates.push(CommitUpdate {
+            member: m,
+            version: 3,
+            base_version: 2,
+            balances: bal(99, 0),
+            tier: None,
+            new_recent: std::slice::from_ref(&e3),
+        });
+    }
+    // A member with a gap (nothing cached at its base): guarded.
+    let gap = member("m-batch-gap");
+    updates.push(CommitUpdate {
+        member: &gap,
+        version: 5,
+        base_version: 4,
+        balances: bal(5, 0),
+        tier: None,
+        new_recent: std::slice::from_ref(&e5),
+    });
+    let outcomes = cache.apply_commits(&updates).await.unwrap();
+    let mut expected = Vec::new();
+    for _ in &members {
+        expected.extend([
+            ApplyOutcome::Written,
+            ApplyOutcome::Written,
+            ApplyOutcome::Stale { current: 4 },
+        ]);
+    }
+    expected.push(ApplyOutcome::Guarded);
+    assert_eq!(outcomes, expected);
+    for m in &members {
+        let got = cache.get(m).await.unwrap().unwrap();
+        assert_eq!(got.version, 4, "{m}");
+        assert_eq!(got.balances, bal(22, 0), "{m}");
+        assert_eq!(got.tier.as_deref(), Some("silver"), "{m}");
+        assert_eq!(
+            got.recent,
+            vec![e4.clone(), e3.clone(), recent(2, 10)],
+            "{m}"
+        );
+        assert_eq!(
+            cache.put(&entry(m, 3, 30, vec![])).await.unwrap(),
+            CachePut::Stale { current: 4 }
+        );
+    }
+    assert_eq!(cache.get(&gap).await.unwrap(), None);
+    assert_eq!(
+        cache.put(&entry(&gap, 4, 4, vec![])).await.unwrap(),
+        CachePut::Stale { current: 5 }
+    );
+    assert!(cache.apply_commits(&[]).await.unwrap().is_empty());
+    cache.clear().await.unwrap();
+}
+
 fn with_capacity(mut config: RedisCacheConfig, recent_max: usize) -> RedisCacheConfig {
     config.recent_max = recent_max;
     config
@@ -299,6 +390,7 @@ on_both!(conformance_balance_cache, balance_cache_conformance);
 on_both!(recent_list, commits_extend_a_bounded_recent_list, 3);
 on_both!(gap_guard, a_gap_leaves_a_guard);
 on_both!(stale_writes, stale_writes_never_overwrite_newer_ones);
+on_both!(batched_commits, batched_commits_keep_the_version_guard);
 
 #[tokio::test]
 async fn prefixes_isolate_single() {

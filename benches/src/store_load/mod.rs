@@ -91,7 +91,7 @@ pub enum Drive {
     /// partitioned by member. A batch holds at most one transaction per
     /// member (the next one needs the view after it), so a worker looks
     /// ahead in its queue (preserving each member's order) to fill it. The
-    /// batch's member views are read concurrently.
+    /// batch's member views are read in one `member_views` call.
     Batch {
         /// Workers.
         workers: usize,

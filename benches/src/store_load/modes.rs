@@ -251,20 +251,24 @@ async fn batch_worker(
                 heads.push(Reverse((*next, member)));
             }
         }
-        // Read the batch's member views concurrently (distinct members).
+        // Read the batch's member views in one call (distinct members).
         let t0 = Instant::now();
-        let mut set = JoinSet::new();
-        for (i, tx) in batch.iter().enumerate() {
-            let store = store.clone();
-            let member = tx.member.clone();
-            let mut keys = Vec::new();
-            plan.counter_keys(tx, &mut keys);
-            set.spawn(async move { (i, store.member_view(&member, &keys).await) });
-        }
-        let mut views = vec![None; batch.len()];
-        while let Some(joined) = set.join_next().await {
-            let (i, view) = joined?;
-            views[i] = Some(view?);
+        let requests: Vec<(MemberId, Vec<rewards_core::CounterKey>)> = batch
+            .iter()
+            .map(|tx| {
+                let mut keys = Vec::new();
+                plan.counter_keys(tx, &mut keys);
+                (tx.member.clone(), keys)
+            })
+            .collect();
+        let views: Vec<Option<rewards_core::MemberView>> = store
+            .member_views(&requests)
+            .await?
+            .into_iter()
+            .map(Some)
+            .collect();
+        if views.len() != batch.len() {
+            return Err("member_views returned a different number of views".into());
         }
         let t1 = Instant::now();
         let mut items = Vec::with_capacity(batch.len());
@@ -423,6 +427,10 @@ async fn run_in(
                 PipelineConfig {
                     workers,
                     max_batch,
+                    // Let a backlog of `max_batch` wait per worker, so that
+                    // adaptive batches can reach that size.
+                    queue_capacity: max_batch.max(1),
+                    feed_capacity: max_batch.max(1).saturating_mul(workers.max(1)),
                     ..PipelineConfig::default()
                 },
             );

@@ -29,7 +29,7 @@ use crate::member::MemberProfile;
 use crate::outcome::{LotTerms, TierChange};
 use crate::points::Points;
 use crate::store::{BalanceCache, CachePut, CachedMember, LedgerStore};
-use crate::transaction::{AttrValue, TxKind};
+use crate::transaction::{AttrValue, Transaction, TxKind};
 use fixtures::*;
 
 fn bal(available: i64, pending: i64) -> Balances {
@@ -258,6 +258,203 @@ pub async fn check_idempotency(store: &dyn LedgerStore) {
     assert!(store.adjust(&a).await.expect("again").duplicate);
     assert_eq!(balances(store, &m).await, bal(24, 0));
     assert_conserved(store, &m).await;
+}
+
+/// What a request returned, comparable across stores.
+fn summary(
+    r: &crate::error::Result<crate::ledger::Receipt>,
+) -> Result<crate::ledger::Receipt, ErrorKind> {
+    r.as_ref()
+        .map(Clone::clone)
+        .map_err(crate::error::Error::kind)
+}
+
+/// Batches: one `append_batch` gives exactly what appending its items one
+/// at a time gives on a fresh in-memory store — per item (receipts, error
+/// kinds) and afterwards (balances, postings, audit trails, budgets) — for
+/// a batch where one member appears several times (a refund of an original
+/// stored earlier, a refund of an original in the same batch, budget
+/// trims carried from item to item) mixed with duplicates (of stored and
+/// of in-batch requests), a conflict, an unknown original and another
+/// member's original.
+pub async fn check_batches(store: &dyn LedgerStore) {
+    let s = Scope::new("batch");
+    let (a, b, c) = (s.member("a"), s.member("b"), s.member("c"));
+    let t0 = year(2091);
+    let visits = s.name("visits");
+    let promo = s.name("promo");
+    let p0 = purchase(&s.id("p0"), &a, "20.00", t0);
+    let pb = purchase(&s.id("pb"), &b, "8.00", t0);
+    let before = vec![
+        (
+            p0.clone(),
+            with_counter(outcome(&p0, &[("base", 20)]), &visits, dec("1"), None),
+        ),
+        (pb.clone(), outcome(&pb, &[("base", 8)])),
+    ];
+    let t1 = days(t0, 1);
+    let p1 = purchase(&s.id("p1"), &a, "10.00", t1);
+    let p2 = purchase(&s.id("p2"), &b, "5.00", t1);
+    let r0 = referring(TxKind::Refund, &s.id("r0"), &a, "5.00", t1, &p0.id);
+    let p3 = purchase(&s.id("p3"), &a, "7.00", t1);
+    let mut p1_other = p1.clone();
+    p1_other.amount.amount = dec("11.00");
+    let unknown = referring(TxKind::Refund, &s.id("rx"), &c, "1.00", t1, &s.id("nope"));
+    let foreign = referring(TxKind::Refund, &s.id("ry"), &c, "1.00", t1, &pb.id);
+    let r1 = referring(TxKind::Refund, &s.id("r1"), &a, "4.00", t1, &p1.id);
+    let p4 = purchase(&s.id("p4"), &a, "3.00", t1);
+    let item = |t: &Transaction, o: crate::outcome::Outcome| (t.clone(), o);
+    let batch = vec![
+        item(
+            &p1,
+            with_counter(
+                with_budget(outcome(&p1, &[("base", 10), ("promo", 15)]), &promo, 1, 25),
+                &visits,
+                dec("1"),
+                None,
+            ),
+        ),
+        item(&p2, outcome(&p2, &[("base", 5)])),
+        item(&r0, outcome(&r0, &[])),
+        item(
+            &p3,
+            with_budget(outcome(&p3, &[("base", 7), ("promo", 15)]), &promo, 1, 25),
+        ),
+        item(
+            &p0,
+            with_counter(outcome(&p0, &[("base", 20)]), &visits, dec("1"), None),
+        ),
+        item(&p1_other, outcome(&p1_other, &[("base", 11)])),
+        item(&unknown, outcome(&unknown, &[])),
+        item(&foreign, outcome(&foreign, &[])),
+        item(&r1, outcome(&r1, &[])),
+        item(&p2, outcome(&p2, &[("base", 5)])),
+        item(&p4, outcome(&p4, &[("base", 3)])),
+    ];
+    let reference = crate::memory::MemoryStore::new(crate::ledger::LedgerConfig::default());
+    for (t, o) in &before {
+        reference.append(t, o).await.expect("reference: before");
+        store.append(t, o).await.expect("before");
+    }
+    let mut expected = Vec::new();
+    for (t, o) in &batch {
+        expected.push(summary(&reference.append(t, o).await));
+    }
+    let got: Vec<_> = store
+        .append_batch(&batch)
+        .await
+        .expect("batch")
+        .iter()
+        .map(summary)
+        .collect();
+    assert_eq!(
+        got, expected,
+        "a batch answers like its items one at a time"
+    );
+    // The mix really is a mix.
+    assert!(matches!(&got[4], Ok(r) if r.duplicate), "stored duplicate");
+    assert!(
+        matches!(&got[9], Ok(r) if r.duplicate),
+        "in-batch duplicate"
+    );
+    assert_eq!(got[5], Err(ErrorKind::Conflict));
+    assert_eq!(got[6], Err(ErrorKind::InvalidReference));
+    assert_eq!(got[7], Err(ErrorKind::InvalidReference));
+    assert!(
+        matches!(&got[3], Ok(r) if r.trimmed.get() > 0),
+        "budget trimmed"
+    );
+    for m in [&a, &b] {
+        assert_eq!(
+            store.balance(m).await.expect("balance"),
+            reference.balance(m).await.expect("reference balance"),
+            "{m}: balance"
+        );
+        assert_eq!(
+            store.history(m, 0, 100).await.expect("history"),
+            reference
+                .history(m, 0, 100)
+                .await
+                .expect("reference history"),
+            "{m}: postings"
+        );
+        assert_eq!(
+            store.audit(m, 0, 100).await.expect("audit"),
+            reference.audit(m, 0, 100).await.expect("reference audit"),
+            "{m}: audit trail"
+        );
+        assert_conserved(store, m).await;
+    }
+    expect_kind(store.balance(&c).await, ErrorKind::NotFound, "refused only");
+    assert_eq!(
+        store.budget_used(&promo).await.expect("budget"),
+        reference
+            .budget_used(&promo)
+            .await
+            .expect("reference budget"),
+    );
+    let key = lifetime(&visits);
+    assert_eq!(
+        store
+            .member_view(&a, std::slice::from_ref(&key))
+            .await
+            .expect("view"),
+        reference
+            .member_view(&a, std::slice::from_ref(&key))
+            .await
+            .expect("reference view"),
+    );
+}
+
+/// `member_views` answers each request like `member_view`: members with
+/// counters and a profile, a profile-only member, an unknown member, one
+/// member asked twice with other counters, and no request at all.
+pub async fn check_member_views(store: &dyn LedgerStore) {
+    let s = Scope::new("views");
+    let (x, y, z) = (s.member("x"), s.member("y"), s.member("z"));
+    let t0 = year(2092);
+    let (k1, k2, k3) = (s.name("k1"), s.name("k2"), s.name("k3"));
+    let p = purchase(&s.id("p"), &x, "10.00", t0);
+    let o = with_counter(
+        with_counter(outcome(&p, &[("base", 10)]), &k1, dec("2.5"), None),
+        &k2,
+        dec("1"),
+        None,
+    );
+    store.append(&p, &o).await.expect("append");
+    let mut attributes = std::collections::BTreeMap::new();
+    attributes.insert("segment".to_owned(), AttrValue::Text("vip".into()));
+    store
+        .put_profile(&MemberProfile {
+            member: x.clone(),
+            attributes: attributes.clone(),
+        })
+        .await
+        .expect("profile x");
+    store
+        .put_profile(&MemberProfile {
+            member: z.clone(),
+            attributes,
+        })
+        .await
+        .expect("profile z");
+    let requests = vec![
+        (x.clone(), vec![lifetime(&k1), lifetime(&k2), lifetime(&k3)]),
+        (y.clone(), vec![lifetime(&k1)]),
+        (x.clone(), vec![lifetime(&k2)]),
+        (z.clone(), vec![]),
+        (x.clone(), vec![]),
+    ];
+    let views = store.member_views(&requests).await.expect("views");
+    assert_eq!(views.len(), requests.len());
+    for ((member, keys), view) in requests.iter().zip(&views) {
+        let single = store.member_view(member, keys).await.expect("view");
+        assert_eq!(view, &single, "{member} {keys:?}");
+    }
+    assert_eq!(views[0].counter(&lifetime(&k1)), dec("2.5"));
+    assert_eq!(views[2].counters.len(), 1);
+    assert_eq!(views[1], crate::member::MemberView::default());
+    assert!(store.member_views(&[]).await.expect("none").is_empty());
 }
 
 /// Redemption: more than available is refused and changes nothing;
@@ -1228,6 +1425,44 @@ pub async fn check_balance_cache(cache: &dyn BalanceCache) {
         cache.get(&m).await.expect("get").map(|e| e.version),
         Some(8)
     );
+    // Batched puts: applied in order, each against what the previous left
+    // (a member twice, stale versions refused, guards respected).
+    let n = s.member("n");
+    let other = |version: u64, available: i64| CachedMember {
+        member: n.clone(),
+        ..entry(version, available)
+    };
+    assert_eq!(
+        cache
+            .put_many(&[
+                entry(9, 90),
+                entry(7, 70),
+                other(3, 30),
+                other(2, 20),
+                entry(10, 100)
+            ])
+            .await
+            .expect("put_many"),
+        vec![
+            CachePut::Written,
+            CachePut::Stale { current: 9 },
+            CachePut::Written,
+            CachePut::Stale { current: 3 },
+            CachePut::Written,
+        ]
+    );
+    assert_eq!(cache.get(&m).await.expect("get"), Some(entry(10, 100)));
+    assert_eq!(cache.get(&n).await.expect("get"), Some(other(3, 30)));
+    cache.evict(&n, 6).await.expect("evict");
+    assert_eq!(
+        cache
+            .put_many(&[other(5, 50), other(6, 60)])
+            .await
+            .expect("put_many"),
+        vec![CachePut::Stale { current: 6 }, CachePut::Written]
+    );
+    assert_eq!(cache.get(&n).await.expect("get"), Some(other(6, 60)));
+    assert!(cache.put_many(&[]).await.expect("empty").is_empty());
     cache.clear().await.expect("clear");
     assert_eq!(cache.get(&m).await.expect("get"), None);
 }
@@ -1238,6 +1473,8 @@ pub async fn run_all(store: Arc<dyn LedgerStore>, authorization_ttl: Duration) {
     let s = &*store;
     check_earn(s).await;
     check_idempotency(s).await;
+    check_batches(s).await;
+    check_member_views(s).await;
     check_redemption(s).await;
     check_partial_refunds(s).await;
     check_refund_after_redemption(s).await;

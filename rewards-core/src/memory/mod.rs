@@ -506,22 +506,35 @@ fn balance_of(record: &MemberRecord) -> MemberBalance {
     }
 }
 
-#[async_trait]
-impl LedgerStore for MemoryStore {
-    async fn member_view(&self, member: &MemberId, counters: &[CounterKey]) -> Result<MemberView> {
+impl MemoryStore {
+    /// The member's view as of now (never blocks on I/O).
+    fn view_now(&self, member: &MemberId, counters: &[CounterKey]) -> MemberView {
         let Some(slot) = self.slot(member) else {
-            return Ok(member_view(None, None, HashMap::new()));
+            return member_view(None, None, HashMap::new());
         };
         let slot = lock(&slot);
         let values = counters
             .iter()
             .filter_map(|k| slot.counters.get(k).map(|v| (k.clone(), *v)))
             .collect();
-        Ok(member_view(
-            slot.record.as_ref(),
-            slot.profile.as_ref(),
-            values,
-        ))
+        member_view(slot.record.as_ref(), slot.profile.as_ref(), values)
+    }
+}
+
+#[async_trait]
+impl LedgerStore for MemoryStore {
+    async fn member_view(&self, member: &MemberId, counters: &[CounterKey]) -> Result<MemberView> {
+        Ok(self.view_now(member, counters))
+    }
+
+    async fn member_views(
+        &self,
+        requests: &[(MemberId, Vec<CounterKey>)],
+    ) -> Result<Vec<MemberView>> {
+        Ok(requests
+            .iter()
+            .map(|(member, counters)| self.view_now(member, counters))
+            .collect())
     }
 
     async fn append(&self, tx: &Transaction, outcome: &Outcome) -> Result<Receipt> {

@@ -1,6 +1,6 @@
 //! Conversions between rows and the ledger's types: integers, enums as
-//! text, and the jsonb documents (receipts, records, audit events,
-//! profiles). Bad stored data is a [`PgError::Corrupt`], never a panic.
+//! text, the JSON documents (receipts, records, audit events as text;
+//! profiles as jsonb). Bad stored data is a [`PgError::Corrupt`], never a panic.
 
 use rewards_core::ledger::{EntryKind, LotStatus, PostingKind};
 use rewards_core::transaction::{attr_to_json, decode_attributes};
@@ -50,6 +50,20 @@ pub(crate) fn from_json<T: DeserializeOwned>(
     what: &'static str,
 ) -> Result<T, PgError> {
     serde_json::from_value(value).map_err(|e| PgError::corrupt(what, e))
+}
+
+/// A serialisable value as JSON text (the documents of the write path:
+/// receipts, records, audit event bodies; see migration 0002).
+pub(crate) fn to_text<T: serde::Serialize>(
+    value: &T,
+    what: &'static str,
+) -> Result<String, PgError> {
+    serde_json::to_string(value).map_err(|e| PgError::corrupt(what, e))
+}
+
+/// A JSON text document back as a ledger type.
+pub(crate) fn from_text<T: DeserializeOwned>(text: &str, what: &'static str) -> Result<T, PgError> {
+    serde_json::from_str(text).map_err(|e| PgError::corrupt(what, e))
 }
 
 /// A profile's attributes as a jsonb object in the wire form (numbers as

@@ -31,8 +31,8 @@ use std::sync::Arc;
 use tokio_postgres::Row;
 
 use super::codec::{
-    entry_kind_str, from_json, lot_status, lot_status_str, member_id, points, posting_kind_str,
-    to_i64, to_json, to_u64, tx_id,
+    entry_kind_str, from_json, from_text, lot_status, lot_status_str, member_id, points,
+    posting_kind_str, to_i64, to_json, to_text, to_u64, tx_id,
 };
 use super::error::PgError;
 use super::sql::Sql;
@@ -322,7 +322,7 @@ async fn unit_in(
         let fingerprint: [u8; 32] = fp
             .try_into()
             .map_err(|_| PgError::corrupt("inbox fingerprint", "not 32 bytes"))?;
-        let receipt: Receipt = from_json(row.try_get(2).map_err(e)?, "inbox receipt")?;
+        let receipt: Receipt = from_text(row.try_get(2).map_err(e)?, "inbox receipt")?;
         inbox.insert(
             id,
             Inboxed {
@@ -344,10 +344,10 @@ async fn unit_in(
             let e = |e| PgError::from_pg("read transaction record", e);
             let id = tx_id(row.try_get(0).map_err(e)?, "record id")?;
             let owner = member_id(row.try_get(1).map_err(e)?, "record member")?;
-            let record: Option<Value> = row.try_get(2).map_err(e)?;
+            let record: Option<&str> = row.try_get(2).map_err(e)?;
             owners.insert(id.clone(), owner.clone());
             if let (Some(record), Some(m)) = (record, members.get_mut(&owner)) {
-                let record: TxRecord = from_json(record, "transaction record")?;
+                let record: TxRecord = from_text(record, "transaction record")?;
                 if let Some(target) = &record.alias_of {
                     if !m.records.contains_key(target) {
                         aliases.push(target.clone());
@@ -707,14 +707,14 @@ async fn write_all(
         let (record, status, lapse) = match &own {
             Some((_, r)) => {
                 let (status, lapse) = record_status(r);
-                (Some(to_json(r, "transaction record")?), Some(status), lapse)
+                (Some(to_text(r, "transaction record")?), Some(status), lapse)
             }
             None => (None, None, None),
         };
         i_id.push(id.as_str());
         i_key.push(*key);
         i_fp.push(fp.as_slice());
-        i_receipt.push(to_json(receipt, "receipt")?);
+        i_receipt.push(to_text(receipt, "receipt")?);
         i_record.push(record);
         i_status.push(status);
         i_lapse.push(lapse);
@@ -732,7 +732,7 @@ async fn write_all(
         let (status, lapse) = record_status(record);
         r_id.push(id.as_str());
         r_key.push(*key);
-        r_record.push(to_json(record, "transaction record")?);
+        r_record.push(to_text(record, "transaction record")?);
         r_status.push(status);
         r_lapse.push(lapse);
     }
@@ -892,7 +892,7 @@ async fn write_all(
         e_at.push(e.time);
         e_da.push(e.delta.available.get());
         e_dp.push(e.delta.pending.get());
-        e_body.push(to_json(e, "audit event")?);
+        e_body.push(to_text(e, "audit event")?);
     }
 
     if changed.is_empty() {

@@ -33,11 +33,18 @@ impl Migration {
 }
 
 /// Every migration this build knows, in order.
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "init",
-    sql: include_str!("../../migrations/0001_init.sql"),
-}];
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "init",
+        sql: include_str!("../../migrations/0001_init.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "text_documents",
+        sql: include_str!("../../migrations/0002_text_documents.sql"),
+    },
+];
 
 /// What [`migrate`] did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -37,6 +37,8 @@ pub(crate) struct Sql {
     // ---- reads ----
     pub view_member: String,
     pub view_counters: String,
+    pub view_members: String,
+    pub view_counters_many: String,
     pub balance: String,
     pub recent: String,
     pub history: String,
@@ -106,13 +108,13 @@ impl Sql {
             ),
             insert_inbox: format!(
                 "INSERT INTO {s}.inbox (id, member_key, fingerprint, receipt, record, status, lapse_at) \
-                 SELECT * FROM unnest($1::text[], $2::bigint[], $3::bytea[], $4::jsonb[], \
-                                      $5::jsonb[], $6::text[], $7::timestamptz[]) \
+                 SELECT * FROM unnest($1::text[], $2::bigint[], $3::bytea[], $4::text[], \
+                                      $5::text[], $6::text[], $7::timestamptz[]) \
                  ON CONFLICT (id) DO NOTHING RETURNING id"
             ),
             update_records: format!(
                 "UPDATE {s}.inbox i SET record = u.record, status = u.status, lapse_at = u.lapse_at \
-                 FROM unnest($1::text[], $2::bigint[], $3::jsonb[], $4::text[], $5::timestamptz[]) \
+                 FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[], $5::timestamptz[]) \
                       AS u(id, member_key, record, status, lapse_at) \
                  WHERE i.id = u.id AND i.member_key = u.member_key"
             ),
@@ -163,7 +165,7 @@ impl Sql {
             insert_events: format!(
                 "INSERT INTO {s}.events (member_key, seq, source, kind, at, d_available, d_pending, body) \
                  SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[], \
-                        $5::timestamptz[], $6::bigint[], $7::bigint[], $8::jsonb[])"
+                        $5::timestamptz[], $6::bigint[], $7::bigint[], $8::text[])"
             ),
             due_expiry: format!(
                 "SELECT DISTINCT m.member_id FROM {s}.lots l \
@@ -196,6 +198,18 @@ impl Sql {
                  WHERE m.member_id = $1 \
                    AND (c.name, c.window_key) IN \
                        (SELECT * FROM unnest($2::text[], $3::text[]))"
+            ),
+            view_members: format!(
+                "SELECT member_key, member_id, version, posting_seq, available, pending, \
+                        tier, tier_since, scheduled_tier, attributes \
+                 FROM {s}.members WHERE member_id = ANY($1::text[])"
+            ),
+            view_counters_many: format!(
+                "SELECT m.member_id, c.name, c.window_key, c.value \
+                 FROM unnest($1::text[], $2::text[], $3::text[]) AS u(member_id, name, window_key) \
+                 JOIN {s}.members m ON m.member_id = u.member_id \
+                 JOIN {s}.counters c ON c.member_key = m.member_key \
+                      AND c.name = u.name AND c.window_key = u.window_key"
             ),
             balance: format!(
                 "SELECT version, available, pending, tier FROM {s}.members \

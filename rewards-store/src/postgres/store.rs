@@ -4,7 +4,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use deadpool_postgres::Pool;
 use rewards_core::error::{Error, Result};
-use rewards_core::ledger::member_view;
+use rewards_core::ledger::{member_view, MemberRecord};
 use rewards_core::ledger::{
     Adjustment, AuditEvent, Balances, Command, Drift, LedgerConfig, MemberBalance, Posting,
     PostingId, Receipt, RecentEntry, ReconcileReport, Redemption, SweepReport, TierReview,
@@ -20,7 +20,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use super::codec::{
-    attributes_from_json, attributes_to_json, entry_kind, from_json, member_id, points,
+    attributes_from_json, attributes_to_json, entry_kind, from_text, member_id, points,
     posting_kind, to_u64, tx_id,
 };
 use super::config::PgConfig;
@@ -272,6 +272,37 @@ fn page(limit: usize) -> i64 {
     i64::try_from(limit.min(MAX_PAGE_ROWS)).unwrap_or(0)
 }
 
+/// The record and profile of a `view_member(s)` row.
+fn view_row(row: &tokio_postgres::Row, member: &MemberId) -> Result<(MemberRecord, MemberProfile)> {
+    let e = pg_err("read member view");
+    let version: i64 = row.try_get(2).map_err(&e)?;
+    let tier: Option<String> = row.try_get(6).map_err(&e)?;
+    let record = MemberRecord {
+        member: member.clone(),
+        version: to_u64(version, "member version")?,
+        posting_seq: to_u64(row.try_get(3).map_err(&e)?, "member posting_seq")?,
+        balances: Balances {
+            available: points(row.try_get(4).map_err(&e)?),
+            pending: points(row.try_get(5).map_err(&e)?),
+        },
+        tier: tier.map(Arc::from),
+        tier_since: row.try_get(7).map_err(&e)?,
+        scheduled_tier: None,
+    };
+    let attributes: Value = row.try_get(9).map_err(&e)?;
+    let profile = MemberProfile {
+        member: member.clone(),
+        attributes: attributes_from_json(&attributes)?,
+    };
+    Ok((record, profile))
+}
+
+fn counter_key(name: String, window: &str) -> Result<CounterKey> {
+    let window =
+        WindowKey::parse(window).ok_or_else(|| PgError::corrupt("counter window", window))?;
+    Ok(CounterKey::new(name, window))
+}
+
 #[async_trait]
 impl LedgerStore for PgStore {
     async fn member_view(&self, member: &MemberId, counters: &[CounterKey]) -> Result<MemberView> {
@@ -299,37 +330,92 @@ impl LedgerStore for PgStore {
         let Some(row) = row else {
             return Ok(member_view(None, None, HashMap::new()));
         };
+        let (record, profile) = view_row(&row, member)?;
         let e = pg_err("read member view");
-        let version: i64 = row.try_get(2).map_err(&e)?;
-        let tier: Option<String> = row.try_get(6).map_err(&e)?;
-        let record = rewards_core::ledger::MemberRecord {
-            member: member.clone(),
-            version: to_u64(version, "member version")?,
-            posting_seq: to_u64(row.try_get(3).map_err(&e)?, "member posting_seq")?,
-            balances: Balances {
-                available: points(row.try_get(4).map_err(&e)?),
-                pending: points(row.try_get(5).map_err(&e)?),
-            },
-            tier: tier.map(Arc::from),
-            tier_since: row.try_get(7).map_err(&e)?,
-            scheduled_tier: None,
-        };
-        let attributes: Value = row.try_get(9).map_err(&e)?;
-        let profile = MemberProfile {
-            member: member.clone(),
-            attributes: attributes_from_json(&attributes)?,
-        };
         let mut values = HashMap::with_capacity(counter_rows.len());
         for r in &counter_rows {
             let name: String = r.try_get(0).map_err(&e)?;
             let window: String = r.try_get(1).map_err(&e)?;
             let value: Decimal = r.try_get(2).map_err(&e)?;
-            let window = WindowKey::parse(&window)
-                .ok_or_else(|| PgError::corrupt("counter window", &window))?;
-            values.insert(CounterKey::new(name, window), value);
+            values.insert(counter_key(name, &window)?, value);
         }
-        let record = (version > 0).then_some(&record);
+        let record = (record.version > 0).then_some(&record);
         Ok(member_view(record, Some(&profile), values))
+    }
+
+    async fn member_views(
+        &self,
+        requests: &[(MemberId, Vec<CounterKey>)],
+    ) -> Result<Vec<MemberView>> {
+        if requests.is_empty() {
+            return Ok(Vec::new());
+        }
+        let client = self.writer().await?;
+        let (s_members, s_counters) = tokio::try_join!(
+            client.prepare_cached(&self.sql.view_members),
+            client.prepare_cached(&self.sql.view_counters_many),
+        )
+        .map_err(pg_err("prepare member views"))?;
+        let mut ids: Vec<&str> = requests.iter().map(|(m, _)| m.as_str()).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        let mut wanted: Vec<(&str, &str, String)> = requests
+            .iter()
+            .flat_map(|(m, keys)| {
+                keys.iter()
+                    .map(move |k| (m.as_str(), &*k.name, k.window.to_string()))
+            })
+            .collect();
+        wanted.sort_unstable();
+        wanted.dedup();
+        let c_members: Vec<&str> = wanted.iter().map(|w| w.0).collect();
+        let c_names: Vec<&str> = wanted.iter().map(|w| w.1).collect();
+        let c_windows: Vec<&str> = wanted.iter().map(|w| w.2.as_str()).collect();
+        let (rows, counter_rows) =
+            tokio::try_join!(async { client.query(&s_members, &[&ids]).await }, async {
+                if wanted.is_empty() {
+                    Ok(Vec::new())
+                } else {
+                    client
+                        .query(&s_counters, &[&c_members, &c_names, &c_windows])
+                        .await
+                }
+            },)
+            .map_err(pg_err("load member views"))?;
+        drop(client);
+        let e = pg_err("read member views");
+        let mut members: HashMap<String, (MemberRecord, MemberProfile)> =
+            HashMap::with_capacity(rows.len());
+        for row in &rows {
+            let id: String = row.try_get(1).map_err(&e)?;
+            let member = member_id(id.clone(), "member id")?;
+            members.insert(id, view_row(row, &member)?);
+        }
+        let mut values: HashMap<(String, CounterKey), Decimal> =
+            HashMap::with_capacity(counter_rows.len());
+        for r in &counter_rows {
+            let member: String = r.try_get(0).map_err(&e)?;
+            let name: String = r.try_get(1).map_err(&e)?;
+            let window: String = r.try_get(2).map_err(&e)?;
+            let value: Decimal = r.try_get(3).map_err(&e)?;
+            values.insert((member, counter_key(name, &window)?), value);
+        }
+        let mut views = Vec::with_capacity(requests.len());
+        for (member, keys) in requests {
+            let Some((record, profile)) = members.get(member.as_str()) else {
+                views.push(member_view(None, None, HashMap::new()));
+                continue;
+            };
+            let mut own = HashMap::with_capacity(keys.len());
+            for k in keys {
+                if let Some(v) = values.get(&(member.as_str().to_owned(), k.clone())) {
+                    own.insert(k.clone(), *v);
+                }
+            }
+            let record = (record.version > 0).then_some(record);
+            views.push(member_view(record, Some(profile), own));
+        }
+        Ok(views)
     }
 
     async fn append(&self, tx: &Transaction, outcome: &Outcome) -> Result<Receipt> {
@@ -576,9 +662,9 @@ impl LedgerStore for PgStore {
         }
         let mut out = Vec::with_capacity(rows.len());
         for row in rows {
-            let body: Option<Value> = row.try_get(0).map_err(pg_err("read audit"))?;
+            let body: Option<&str> = row.try_get(0).map_err(pg_err("read audit"))?;
             if let Some(body) = body {
-                out.push(from_json(body, "audit event")?);
+                out.push(from_text(body, "audit event")?);
             }
         }
         Ok(out)

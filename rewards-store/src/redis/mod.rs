@@ -21,7 +21,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ::redis::aio::{ConnectionLike, MultiplexedConnection};
-use ::redis::{ErrorKind, IntoConnectionInfo, RedisError, RedisResult};
+use ::redis::{ErrorKind, IntoConnectionInfo, RedisError, RedisResult, Script, ScriptInvocation};
 
 pub use conn::RedisTarget;
 use conn::{Conn, Connector};
@@ -297,6 +297,180 @@ impl RedisCache {
         }
     }
 
+    /// [`RedisCache::apply_commit`] for several commits in one pipelined
+    /// round trip (on a cluster: one pipeline per hash slot, sent
+    /// concurrently), applied in order; one outcome per update. Updates of
+    /// one member run in the order given (one connection per node, and a
+    /// member's keys share one slot), each checked against the version the
+    /// previous one left.
+    pub async fn apply_commits(
+        &self,
+        updates: &[CommitUpdate<'_>],
+    ) -> Result<Vec<ApplyOutcome>, RedisCacheError> {
+        if updates.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut keys = Vec::with_capacity(updates.len());
+        let mut items = Vec::with_capacity(updates.len());
+        for update in updates {
+            let id = update.member.as_str();
+            keys.push((self.layout.balance(id), self.layout.recent(id)));
+            let skip = update.new_recent.len().saturating_sub(self.recent_max);
+            items.push(encode_recent(
+                update.member,
+                update.new_recent.iter().skip(skip),
+            )?);
+        }
+        let calls: Vec<ScriptInvocation<'_>> = updates
+            .iter()
+            .zip(&keys)
+            .zip(&items)
+            .map(|((update, (bal, recent)), items)| {
+                let mut call = self.scripts.apply.prepare_invoke();
+                call.key(bal)
+                    .key(recent)
+                    .arg(encode_version(update.version))
+                    .arg(update.balances.available.get())
+                    .arg(update.balances.pending.get())
+                    .arg(if update.tier.is_some() { "1" } else { "0" })
+                    .arg(update.tier.unwrap_or(""))
+                    .arg(self.entry_ttl_ms)
+                    .arg(self.recent_max)
+                    .arg(encode_version(update.base_version))
+                    .arg(self.tombstone_ttl_ms);
+                for item in items {
+                    call.arg(item.as_str());
+                }
+                call
+            })
+            .collect();
+        let slots: Vec<&str> = keys.iter().map(|(bal, _)| bal.as_str()).collect();
+        let replies = self
+            .run_scripts("apply batch", &self.scripts.apply, &calls, &slots)
+            .await?;
+        updates
+            .iter()
+            .zip(replies)
+            .map(|(update, (code, version))| match code {
+                1 => Ok(ApplyOutcome::Written),
+                2 => Ok(ApplyOutcome::Guarded),
+                _ => Ok(ApplyOutcome::Stale {
+                    current: parse_version(update.member, &version)?,
+                }),
+            })
+            .collect()
+    }
+
+    /// [`RedisCache::put`] for several entries in one pipelined round trip
+    /// (per hash slot on a cluster), applied in order; one result each.
+    pub async fn put_many(
+        &self,
+        entries: &[CachedMember],
+    ) -> Result<Vec<CachePut>, RedisCacheError> {
+        if entries.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut keys = Vec::with_capacity(entries.len());
+        let mut items = Vec::with_capacity(entries.len());
+        for entry in entries {
+            let id = entry.member.as_str();
+            keys.push((self.layout.balance(id), self.layout.recent(id)));
+            items.push(encode_recent(
+                &entry.member,
+                entry.recent.iter().take(self.recent_max),
+            )?);
+        }
+        let calls: Vec<ScriptInvocation<'_>> = entries
+            .iter()
+            .zip(&keys)
+            .zip(&items)
+            .map(|((entry, (bal, recent)), items)| {
+                let mut call = self.scripts.put.prepare_invoke();
+                call.key(bal)
+                    .key(recent)
+                    .arg(encode_version(entry.version))
+                    .arg(entry.balances.available.get())
+                    .arg(entry.balances.pending.get())
+                    .arg(if entry.tier.is_some() { "1" } else { "0" })
+                    .arg(entry.tier.as_deref().unwrap_or(""))
+                    .arg(self.entry_ttl_ms);
+                for item in items {
+                    call.arg(item.as_str());
+                }
+                call
+            })
+            .collect();
+        let slots: Vec<&str> = keys.iter().map(|(bal, _)| bal.as_str()).collect();
+        let replies = self
+            .run_scripts("put batch", &self.scripts.put, &calls, &slots)
+            .await?;
+        entries
+            .iter()
+            .zip(replies)
+            .map(|(entry, (written, version))| {
+                if written == 1 {
+                    Ok(CachePut::Written)
+                } else {
+                    Ok(CachePut::Stale {
+                        current: parse_version(&entry.member, &version)?,
+                    })
+                }
+            })
+            .collect()
+    }
+
+    /// Sends script calls as pipelines (`EVALSHA`): one pipeline on a single
+    /// server; on a cluster one per hash slot (`slots[i]` is a key of call
+    /// `i`), all sent at once, each to its slot's master. Replies come back
+    /// in call order. When the server does not know the script yet
+    /// (`NOSCRIPT`: nothing of the batch ran), it is loaded and the batch
+    /// sent once more. The whole exchange is one bounded operation.
+    async fn run_scripts(
+        &self,
+        op: &'static str,
+        script: &Script,
+        calls: &[ScriptInvocation<'_>],
+        slots: &[&str],
+    ) -> Result<Vec<(i64, String)>, RedisCacheError> {
+        // One pipeline per group of call indexes.
+        let mut groups: Vec<(Vec<usize>, ::redis::Pipeline)> = Vec::new();
+        match self.connector.target() {
+            RedisTarget::Single(_) => {
+                let mut pipe = ::redis::pipe();
+                for call in calls {
+                    pipe.invoke_script(call);
+                }
+                groups.push(((0..calls.len()).collect(), pipe));
+            }
+            RedisTarget::Cluster(_) => {
+                let mut by_slot: std::collections::BTreeMap<u16, usize> =
+                    std::collections::BTreeMap::new();
+                for (i, (call, key)) in calls.iter().zip(slots).enumerate() {
+                    let slot = ::redis::cluster_routing::get_slot(key.as_bytes());
+                    let g = *by_slot.entry(slot).or_insert_with(|| {
+                        groups.push((Vec::new(), ::redis::pipe()));
+                        groups.len() - 1
+                    });
+                    groups[g].0.push(i);
+                    groups[g].1.invoke_script(call);
+                }
+            }
+        }
+        let groups = Arc::new(groups);
+        let n = calls.len();
+        self.run(op, |conn| async move {
+            match send_groups(conn.clone(), groups.clone(), n).await {
+                Err(e) if e.kind() == ErrorKind::NoScriptError => {
+                    let mut c = conn.clone();
+                    script.prepare_invoke().load_async(&mut c).await?;
+                    send_groups(conn, groups, n).await
+                }
+                other => other,
+            }
+        })
+        .await
+    }
+
     /// Drops `member`'s entry, leaving a tombstone that refuses later puts
     /// older than `min_version` (or than the version the entry had, when
     /// newer). Returns the guarded version (0: nothing guarded).
@@ -493,6 +667,54 @@ impl RedisCache {
     }
 }
 
+/// Sends each group's pipeline (concurrently when there are several) and
+/// puts the replies back in call order.
+async fn send_groups(
+    conn: Conn,
+    groups: Arc<Vec<(Vec<usize>, ::redis::Pipeline)>>,
+    n: usize,
+) -> RedisResult<Vec<(i64, String)>> {
+    let mut replies: Vec<Option<(i64, String)>> = vec![None; n];
+    if groups.len() == 1 {
+        let mut c = conn;
+        let (indexes, pipe) = &groups[0];
+        let got: Vec<(i64, String)> = pipe.query_async(&mut c).await?;
+        for (i, reply) in indexes.iter().zip(got) {
+            replies[*i] = Some(reply);
+        }
+    } else {
+        let mut tasks = tokio::task::JoinSet::new();
+        for g in 0..groups.len() {
+            let mut c = conn.clone();
+            let groups = groups.clone();
+            tasks.spawn(async move {
+                let got: RedisResult<Vec<(i64, String)>> = groups[g].1.query_async(&mut c).await;
+                (g, got)
+            });
+        }
+        while let Some(joined) = tasks.join_next().await {
+            let (g, got) = joined.map_err(|e| {
+                RedisError::from((
+                    ErrorKind::IoError,
+                    "a pipelined cache task failed",
+                    e.to_string(),
+                ))
+            })?;
+            for (i, reply) in groups[g].0.iter().zip(got?) {
+                replies[*i] = Some(reply);
+            }
+        }
+    }
+    replies
+        .into_iter()
+        .map(|r| {
+            r.ok_or_else(|| {
+                RedisError::from((ErrorKind::TypeError, "a pipelined call got no reply"))
+            })
+        })
+        .collect()
+}
+
 impl From<RedisCacheError> for rewards_core::Error {
     fn from(e: RedisCacheError) -> rewards_core::Error {
         let message = e.to_string();
@@ -513,6 +735,13 @@ impl BalanceCache for RedisCache {
 
     async fn put(&self, entry: &CachedMember) -> rewards_core::error::Result<CachePut> {
         Ok(RedisCache::put(self, entry).await?)
+    }
+
+    async fn put_many(
+        &self,
+        entries: &[CachedMember],
+    ) -> rewards_core::error::Result<Vec<CachePut>> {
+        Ok(RedisCache::put_many(self, entries).await?)
     }
 
     async fn evict(&self, member: &MemberId, min_version: u64) -> rewards_core::error::Result<()> {
@@ -541,6 +770,13 @@ impl CacheBackend for RedisCache {
         update: &CommitUpdate<'_>,
     ) -> rewards_core::error::Result<ApplyOutcome> {
         Ok(RedisCache::apply_commit(self, update).await?)
+    }
+
+    async fn apply_commits(
+        &self,
+        updates: &[CommitUpdate<'_>],
+    ) -> rewards_core::error::Result<Vec<ApplyOutcome>> {
+        Ok(RedisCache::apply_commits(self, updates).await?)
     }
 }
 
