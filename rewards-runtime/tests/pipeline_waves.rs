@@ -1,0 +1,223 @@
+//! The pipeline's rounds ("waves"): a hot member mixed with many others,
+//! through a store that records every append. Each call holds distinct
+//! members, each member's transactions are applied in input order (a
+//! refund right behind its purchase finds it), and the balances are exact.
+
+mod common;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use rewards_core::error::Result;
+use rewards_core::ledger::{
+    Adjustment, AuditEvent, MemberBalance, Posting, Receipt, RecentEntry, ReconcileReport,
+    Redemption, SweepReport, TierReview,
+};
+use rewards_core::memory::MemoryStore;
+use rewards_core::{
+    CounterKey, LedgerStore, MemberId, MemberProfile, MemberView, Outcome, Points, Transaction,
+    TxId,
+};
+use rewards_runtime::{
+    Backoff, JsonLinesSource, MemoryDeadLetters, Metrics, Pipeline, PipelineConfig, ProgramRegistry,
+};
+
+use common::*;
+
+/// The in-memory store, recording the members and ids of every append
+/// call (one entry per call) and how many view calls were made.
+struct Recording {
+    inner: MemoryStore,
+    calls: Mutex<Vec<Vec<(MemberId, TxId)>>>,
+    view_calls: Mutex<u64>,
+}
+
+impl Recording {
+    fn record(&self, items: &[(Transaction, Outcome)]) {
+        let call = items
+            .iter()
+            .map(|(tx, _)| (tx.member.clone(), tx.id.clone()))
+            .collect();
+        self.calls.lock().expect("calls").push(call);
+    }
+}
+
+#[async_trait]
+impl LedgerStore for Recording {
+    async fn member_view(&self, member: &MemberId, counters: &[CounterKey]) -> Result<MemberView> {
+        *self.view_calls.lock().expect("views") += 1;
+        self.inner.member_view(member, counters).await
+    }
+    async fn member_views(
+        &self,
+        requests: &[(MemberId, Vec<CounterKey>)],
+    ) -> Result<Vec<MemberView>> {
+        *self.view_calls.lock().expect("views") += 1;
+        self.inner.member_views(requests).await
+    }
+    async fn append(&self, tx: &Transaction, outcome: &Outcome) -> Result<Receipt> {
+        self.record(std::slice::from_ref(&(tx.clone(), outcome.clone())));
+        self.inner.append(tx, outcome).await
+    }
+    async fn append_batch(&self, items: &[(Transaction, Outcome)]) -> Result<Vec<Result<Receipt>>> {
+        self.record(items);
+        // Slow enough that a backlog forms behind each call.
+        tokio::time::sleep(Duration::from_millis(2)).await;
+        self.inner.append_batch(items).await
+    }
+    async fn redeem(&self, redemption: &Redemption) -> Result<Receipt> {
+        self.inner.redeem(redemption).await
+    }
+    async fn adjust(&self, adjustment: &Adjustment) -> Result<Receipt> {
+        self.inner.adjust(adjustment).await
+    }
+    async fn expire_due(&self, as_of: DateTime<Utc>) -> Result<SweepReport> {
+        self.inner.expire_due(as_of).await
+    }
+    async fn release_pending(&self, as_of: DateTime<Utc>) -> Result<SweepReport> {
+        self.inner.release_pending(as_of).await
+    }
+    async fn expire_authorizations(&self, as_of: DateTime<Utc>) -> Result<SweepReport> {
+        self.inner.expire_authorizations(as_of).await
+    }
+    async fn review_tier(&self, review: &TierReview) -> Result<MemberBalance> {
+        self.inner.review_tier(review).await
+    }
+    async fn apply_scheduled_tiers(&self, as_of: DateTime<Utc>) -> Result<SweepReport> {
+        self.inner.apply_scheduled_tiers(as_of).await
+    }
+    async fn balance(&self, member: &MemberId) -> Result<MemberBalance> {
+        self.inner.balance(member).await
+    }
+    async fn recent(&self, member: &MemberId, limit: usize) -> Result<Vec<RecentEntry>> {
+        self.inner.recent(member, limit).await
+    }
+    async fn history(
+        &self,
+        member: &MemberId,
+        after_seq: u64,
+        limit: usize,
+    ) -> Result<Vec<Posting>> {
+        self.inner.history(member, after_seq, limit).await
+    }
+    async fn audit(
+        &self,
+        member: &MemberId,
+        after_seq: u64,
+        limit: usize,
+    ) -> Result<Vec<AuditEvent>> {
+        self.inner.audit(member, after_seq, limit).await
+    }
+    async fn put_profile(&self, profile: &MemberProfile) -> Result<()> {
+        self.inner.put_profile(profile).await
+    }
+    async fn profile(&self, member: &MemberId) -> Result<MemberProfile> {
+        self.inner.profile(member).await
+    }
+    async fn budget_used(&self, budget: &str) -> Result<Points> {
+        self.inner.budget_used(budget).await
+    }
+    async fn reconcile(&self) -> Result<ReconcileReport> {
+        self.inner.reconcile().await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rounds_hold_distinct_members_and_keep_each_members_order() {
+    let store = Arc::new(Recording {
+        inner: MemoryStore::default(),
+        calls: Mutex::new(Vec::new()),
+        view_calls: Mutex::new(0),
+    });
+    // One worker sees everything: the hot member "w-hot" is every other
+    // transaction, each of its purchases followed by a refund of it two
+    // transactions later; 60 cold members once or twice each.
+    let mut lines = Vec::new();
+    let mut order: HashMap<String, Vec<String>> = HashMap::new();
+    let mut expected: HashMap<String, i64> = HashMap::new();
+    let mut push = |line: String, member: &str, id: &str, points: i64| {
+        lines.push(line);
+        order
+            .entry(member.to_owned())
+            .or_default()
+            .push(id.to_owned());
+        *expected.entry(member.to_owned()).or_default() += points;
+    };
+    for i in 0..120 {
+        let cold = format!("w-c{:02}", i % 60);
+        let id = format!("w-c-{i:03}");
+        push(purchase(&id, &cold, "3.00"), &cold, &id, 3);
+        if i % 2 == 0 {
+            let id = format!("w-h-{i:03}");
+            push(purchase(&id, "w-hot", "10.00"), "w-hot", &id, 10);
+        } else {
+            let original = format!("w-h-{:03}", i - 1);
+            let id = format!("w-r-{i:03}");
+            push(refund(&id, "w-hot", "4.00", &original), "w-hot", &id, -4);
+        }
+    }
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("tx.jsonl");
+    tokio::fs::write(&path, lines.join("\n") + "\n")
+        .await
+        .expect("write input");
+    let metrics = Arc::new(Metrics::new());
+    let programs = Arc::new(ProgramRegistry::single(
+        PointsPerUnit::new(1, 1).arc(),
+        metrics.clone(),
+    ));
+    let dead = Arc::new(MemoryDeadLetters::new());
+    let pipeline = Pipeline::with_config(
+        store.clone(),
+        programs,
+        dead.clone(),
+        metrics,
+        PipelineConfig {
+            workers: 1,
+            feed_capacity: 64,
+            queue_capacity: 64,
+            max_batch: 16,
+            backoff: Backoff {
+                initial: Duration::from_millis(1),
+                max: Duration::from_millis(20),
+            },
+            drain_timeout: Duration::from_secs(30),
+        },
+    );
+    let mut source = JsonLinesSource::open(&path).await.expect("open");
+    let report = pipeline
+        .run(&mut source, std::future::pending())
+        .await
+        .expect("run");
+    assert_eq!(report.received, 240);
+    assert_eq!(report.applied, 240);
+    assert_eq!(report.dead_lettered, 0, "{:?}", dead.take());
+
+    let calls = store.calls.lock().expect("calls").clone();
+    let mut applied: HashMap<String, Vec<String>> = HashMap::new();
+    for call in &calls {
+        assert!(call.len() <= 16, "at most max_batch per call");
+        let members: HashSet<&MemberId> = call.iter().map(|(m, _)| m).collect();
+        assert_eq!(
+            members.len(),
+            call.len(),
+            "distinct members per call: {call:?}"
+        );
+        for (m, id) in call {
+            applied
+                .entry(m.as_str().to_owned())
+                .or_default()
+                .push(id.as_str().to_owned());
+        }
+    }
+    assert_eq!(applied, order, "each member's transactions in input order");
+    // One view read per round, never more than one per append call.
+    assert!(*store.view_calls.lock().expect("views") as usize <= calls.len());
+    for (member, points) in &expected {
+        assert_eq!(available(store.as_ref(), member).await, *points, "{member}");
+    }
+    assert!(store.reconcile().await.expect("reconcile").drift.is_empty());
+}
