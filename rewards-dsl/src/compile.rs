@@ -23,7 +23,7 @@ use crate::ast::*;
 use crate::check::{Analysis, Checked, MemberField, Resolved, Symbols, TxField};
 use crate::diag::{Code, Diagnostic};
 use crate::host::{signature_text, HostFunctions};
-use crate::limits::MAX_RULES;
+use crate::limits::{MAX_RULES, MAX_TIERS};
 use crate::plan::*;
 use crate::types::Type;
 use crate::value::{default_of, Length, Val};
@@ -299,10 +299,13 @@ fn key_class(w: Window) -> u8 {
 struct Pre {
     kinds: u8,
     mcc: Option<Vec<(u32, u32)>>,
+    /// The member tiers it may hold for ([`tier_bit`]).
+    tiers: u64,
     exact: bool,
 }
 
 const ALL_KINDS: u8 = 0b11;
+const ALL_TIERS: u64 = u64::MAX;
 const MAX_MCC: u32 = u16::MAX as u32;
 
 fn kind_bit(k: TxKind) -> u8 {
@@ -640,6 +643,8 @@ impl<'p> Compiler<'p> {
             group,
             budget,
             when_by_dispatch: false,
+            audience_by_dispatch: false,
+            tiers: u64::MAX,
         };
         (
             plan,
@@ -652,6 +657,7 @@ impl<'p> Compiler<'p> {
 
     fn pre(&self, node: NodeId) -> Pre {
         let any = Pre {
+            tiers: ALL_TIERS,
             kinds: ALL_KINDS,
             mcc: None,
             exact: false,
@@ -661,6 +667,7 @@ impl<'p> Compiler<'p> {
         };
         match n {
             Node::Const(Val::Bool(false)) => Pre {
+                tiers: ALL_TIERS,
                 kinds: 0,
                 mcc: None,
                 exact: true,
@@ -670,6 +677,7 @@ impl<'p> Compiler<'p> {
                 let (a, b) = (self.pre(*a), self.pre(*b));
                 Pre {
                     exact: a.exact && b.exact,
+                    tiers: a.tiers & b.tiers,
                     kinds: a.kinds & b.kinds,
                     mcc: match (a.mcc, b.mcc) {
                         (Some(x), Some(y)) => Some(intersect(&x, &y)),
@@ -687,11 +695,14 @@ impl<'p> Compiler<'p> {
                 if b.kinds == 0 {
                     return a;
                 }
-                // A union of two (kinds × MCCs) products is one product
-                // when the kinds are the same or neither side tests MCCs.
-                let product = a.kinds == b.kinds || (a.mcc.is_none() && b.mcc.is_none());
+                // A union of two (kinds × MCCs × tiers) products is one
+                // product when they differ in one dimension at most.
+                let differ = usize::from(a.kinds != b.kinds)
+                    + usize::from(a.mcc != b.mcc)
+                    + usize::from(a.tiers != b.tiers);
                 Pre {
-                    exact: a.exact && b.exact && product,
+                    exact: a.exact && b.exact && differ <= 1,
+                    tiers: a.tiers | b.tiers,
                     kinds: a.kinds | b.kinds,
                     mcc: match (a.mcc, b.mcc) {
                         (Some(mut x), Some(y)) => {
@@ -700,6 +711,41 @@ impl<'p> Compiler<'p> {
                         }
                         _ => None,
                     },
+                }
+            }
+            Node::Cmp(op, a, b)
+                if matches!(
+                    (self.nodes.get(*a as usize), self.nodes.get(*b as usize)),
+                    (Some(Node::MemberTier), Some(Node::Const(Val::Tier(_))))
+                        | (Some(Node::Const(Val::Tier(_))), Some(Node::MemberTier))
+                ) =>
+            {
+                let (op, k) = match (self.nodes.get(*a as usize), self.nodes.get(*b as usize)) {
+                    (_, Some(Node::Const(Val::Tier(k)))) => (*op, *k),
+                    (Some(Node::Const(Val::Tier(k))), _) => (op.flipped(), *k),
+                    _ => return any,
+                };
+                // An absent tier makes the comparison unknown: never holds.
+                let mut tiers = 0u64;
+                for rank in 0..self.syms.tiers.len().min(MAX_TIERS) {
+                    let r = rank as u16;
+                    let holds = match op {
+                        Rel::Eq => r == k,
+                        Rel::Ne => r != k,
+                        Rel::Lt => r < k,
+                        Rel::Le => r <= k,
+                        Rel::Gt => r > k,
+                        Rel::Ge => r >= k,
+                    };
+                    if holds {
+                        tiers |= 1 << rank;
+                    }
+                }
+                Pre {
+                    kinds: ALL_KINDS,
+                    mcc: None,
+                    tiers,
+                    exact: true,
                 }
             }
             Node::Cmp(op @ (Rel::Eq | Rel::Ne), a, b) => {
@@ -711,6 +757,7 @@ impl<'p> Compiler<'p> {
                     };
                 match (field, value) {
                     (TxRead::Kind, Val::Kind(k)) => Pre {
+                        tiers: ALL_TIERS,
                         kinds: if *op == Rel::Eq {
                             kind_bit(*k)
                         } else {
@@ -720,6 +767,7 @@ impl<'p> Compiler<'p> {
                         exact: true,
                     },
                     (TxRead::Mcc, Val::Int(m)) if *op == Rel::Eq => Pre {
+                        tiers: ALL_TIERS,
                         kinds: ALL_KINDS,
                         mcc: Some(match u32::try_from(*m) {
                             Ok(m) if m <= MAX_MCC => vec![(m, m)],
@@ -751,6 +799,7 @@ impl<'p> Compiler<'p> {
                             .collect();
                         let r = normalise(r);
                         Pre {
+                            tiers: ALL_TIERS,
                             kinds: ALL_KINDS,
                             mcc: Some(if *negate { complement(&r) } else { r }),
                             exact: true,
@@ -765,6 +814,7 @@ impl<'p> Compiler<'p> {
                             }
                         }
                         Pre {
+                            tiers: ALL_TIERS,
                             kinds: if *negate { ALL_KINDS & !kinds } else { kinds },
                             mcc: None,
                             exact: true,
@@ -777,6 +827,39 @@ impl<'p> Compiler<'p> {
         }
     }
 
+    /// Whether evaluating a node may fail (overflow, division by zero, a
+    /// host function, a counter sum, a line-item limit).
+    fn fallible(&self, node: NodeId) -> bool {
+        let Some(n) = self.nodes.get(node as usize) else {
+            return true;
+        };
+        match n {
+            Node::Const(_)
+            | Node::Tx(_)
+            | Node::TxAttr(..)
+            | Node::MemberTier
+            | Node::MemberEnrolled
+            | Node::MemberBalance
+            | Node::MemberAttr(..)
+            | Node::Item(_) => false,
+            Node::Not(x) => self.fallible(*x),
+            Node::And(a, b) | Node::Or(a, b) | Node::Cmp(_, a, b) => {
+                self.fallible(*a) || self.fallible(*b)
+            }
+            Node::InSet { value, .. } => self.fallible(*value),
+            Node::Builtin(_, (start, len)) => self
+                .args
+                .get(*start as usize..(*start + *len) as usize)
+                .is_none_or(|ids| ids.iter().any(|x| self.fallible(*x))),
+            Node::InList { .. }
+            | Node::Neg(_)
+            | Node::Arith(..)
+            | Node::Aggregate(_)
+            | Node::Extern(..)
+            | Node::ItemFold { .. } => true,
+        }
+    }
+
     fn dispatch(&self, rules: &mut [RulePlan]) -> Dispatch {
         let pres: Vec<Pre> = rules
             .iter()
@@ -785,12 +868,38 @@ impl<'p> Compiler<'p> {
                 None => Pre {
                     kinds: ALL_KINDS,
                     mcc: None,
+                    tiers: ALL_TIERS,
                     exact: true,
                 },
             })
             .collect();
         for (r, p) in rules.iter_mut().zip(&pres) {
-            r.when_by_dispatch = p.exact;
+            // Rules are filtered by tier before they are evaluated only when
+            // evaluating their conditions cannot fail: skipping them then
+            // changes nothing, errors included.
+            let audience = match r.audience {
+                Some(a) if !self.fallible(a) => Some(self.pre(a)),
+                Some(_) => None,
+                None => Some(Pre {
+                    kinds: ALL_KINDS,
+                    mcc: None,
+                    tiers: ALL_TIERS,
+                    exact: true,
+                }),
+            };
+            let when_ok = r.when.is_none_or(|w| !self.fallible(w));
+            let filtered = when_ok && audience.is_some();
+            r.tiers = match (&audience, filtered) {
+                (Some(a), true) => a.tiers & p.tiers,
+                _ => ALL_TIERS,
+            };
+            r.when_by_dispatch = p.exact && (filtered || p.tiers == ALL_TIERS);
+            r.audience_by_dispatch = audience.as_ref().is_some_and(|a| {
+                a.exact
+                    && a.kinds == ALL_KINDS
+                    && a.mcc.is_none()
+                    && (filtered || a.tiers == ALL_TIERS)
+            });
         }
         let mut bounds = BTreeSet::new();
         for p in &pres {

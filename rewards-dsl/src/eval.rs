@@ -915,6 +915,7 @@ impl Plan {
             local,
             cache: Some(aggs),
         };
+        let bit = tier_bit(tier);
         s.cands.clear();
         s.earned.clear();
         s.mults.clear();
@@ -932,6 +933,9 @@ impl Plan {
             let Action::Earn(amount) = r.action else {
                 continue;
             };
+            if !explain && r.tiers & bit == 0 {
+                continue;
+            }
             if !self.matches(r, &cx, out, explain)? {
                 continue;
             }
@@ -1048,6 +1052,9 @@ impl Plan {
             else {
                 continue;
             };
+            if !explain && r.tiers & bit == 0 {
+                continue;
+            }
             if !self.matches(r, &cx, out, explain)? {
                 continue;
             }
@@ -1305,12 +1312,15 @@ impl Plan {
             }
             return Ok(false);
         }
-        let when = if !explain && r.when_by_dispatch {
-            None
+        let (audience, when) = if explain {
+            (r.audience, r.when)
         } else {
-            r.when
+            (
+                r.audience.filter(|_| !r.audience_by_dispatch),
+                r.when.filter(|_| !r.when_by_dispatch),
+            )
         };
-        for (what, cond) in [("audience", r.audience), ("when", when)] {
+        for (what, cond) in [("audience", audience), ("when", when)] {
             let Some(c) = cond else { continue };
             let v = self.eval(c, cx).map_err(|e| e.within(&r.id))?;
             if !matches!(v, Val::Bool(true)) {

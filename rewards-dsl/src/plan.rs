@@ -110,6 +110,18 @@ impl Rel {
         }
     }
 
+    /// The operator with its operands swapped (`a < b` is `b > a`).
+    pub(crate) fn flipped(self) -> Rel {
+        match self {
+            Rel::Eq => Rel::Eq,
+            Rel::Ne => Rel::Ne,
+            Rel::Lt => Rel::Gt,
+            Rel::Le => Rel::Ge,
+            Rel::Gt => Rel::Lt,
+            Rel::Ge => Rel::Le,
+        }
+    }
+
     /// The operator that holds exactly when this one does not.
     pub(crate) fn negated(self) -> Rel {
         match self {
@@ -281,6 +293,20 @@ pub(crate) struct RulePlan {
     /// lists the rule for (it tests only the kind and the MCC), so the
     /// evaluator does not compute it for those (explain still does).
     pub when_by_dispatch: bool,
+    /// Likewise for the `audience`, decided by [`RulePlan::tiers`].
+    pub audience_by_dispatch: bool,
+    /// Bit set of the member tiers (bit = rank, bit 63 = no tier) for
+    /// which the rule may match; the evaluator skips the rule for the
+    /// others (all bits when its conditions could fail to evaluate).
+    pub tiers: u64,
+}
+
+/// The bit of a member's tier in [`RulePlan::tiers`].
+pub(crate) fn tier_bit(tier: Option<u16>) -> u64 {
+    match tier {
+        Some(t) if t < 63 => 1 << t,
+        _ => 1 << 63,
+    }
 }
 
 impl RulePlan {

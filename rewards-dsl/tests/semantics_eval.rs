@@ -755,3 +755,65 @@ fn the_worked_example_of_the_semantics_page() {
     assert_eq!(&*o.budgets[0].budget, "acme-card/winter_double");
     assert_eq!(o.budgets[0].points, Points(126));
 }
+
+/// Rules whose conditions only test the member's tier are skipped for other
+/// tiers without being evaluated; the outcome is the same as evaluating
+/// them (explain evaluates every rule), and a condition that can fail is
+/// still evaluated (its error is not hidden by the tier test).
+#[test]
+fn tier_conditions_filter_rules_without_changing_outcomes() {
+    let p = plan(
+        r#"tier blue
+tier silver
+tier gold
+rule base { earn floor(tx.amount) points }
+rule g "gold" { when member.tier == gold multiply earned by 2 }
+rule s "silver or better" { when silver <= member.tier and tx.mcc in [5812] earn 7 points }
+rule not_gold { when member.tier != gold or tx.mcc in [1] earn 1 points }
+campaign c from 2026-01-01 to 2026-12-31 audience member.tier > blue { earn 3 points }
+"#,
+    );
+    for tier in [
+        None,
+        Some("blue"),
+        Some("silver"),
+        Some("gold"),
+        Some("renamed"),
+    ] {
+        for mcc in [5812, 4000] {
+            let view = MemberView {
+                tier: tier.map(Arc::from),
+                ..MemberView::default()
+            };
+            let t = tx("10.00", Some(mcc), NOON);
+            let fast = p.evaluate(&t, &view).expect("evaluates");
+            let slow = p.explain(&t, &view).expect("explains");
+            assert_eq!(fast.components, slow.components, "{tier:?} {mcc}");
+            let dining = if mcc == 5812 { 7 } else { 0 };
+            let want = 10
+                + match tier {
+                    // `multiply earned by 2` doubles base, s and c.
+                    Some("gold") => 10 + 2 * (3 + dining),
+                    Some("silver") => 3 + 1 + dining,
+                    Some("blue") => 1,
+                    // No tier: `member.tier != gold` is unknown.
+                    _ => 0,
+                };
+            assert_eq!(total(&fast), want, "{tier:?} {mcc}");
+        }
+    }
+    let failing = plan(
+        r#"tier blue
+tier gold
+rule r { when tx.amount / (tx.amount - tx.amount) > 1 and member.tier == gold earn 1 points }
+"#,
+    );
+    let blue = MemberView {
+        tier: Some(Arc::from("blue")),
+        ..MemberView::default()
+    };
+    assert!(matches!(
+        failing.evaluate(&tx("10.00", Some(5812), NOON), &blue),
+        Err(EvalError::DivisionByZero(_))
+    ));
+}
