@@ -39,12 +39,14 @@ use std::sync::Arc;
 
 use crate::error::Result;
 use crate::ids::MemberId;
+use crate::ids::TxId;
 use crate::ledger::{
-    Adjustment, AuditEvent, Balances, MemberBalance, Posting, Receipt, RecentEntry,
-    ReconcileReport, Redemption, SweepReport, TierReview,
+    Adjustment, AuditEvent, Balances, EntryKind, LedgerEntry, MemberBalance, Posting, PostingKind,
+    Receipt, RecentEntry, ReconcileReport, Redemption, SweepReport, TierReview,
 };
 use crate::member::{MemberProfile, MemberView};
 use crate::outcome::Outcome;
+use crate::outcome::RulesetStamp;
 use crate::points::Points;
 use crate::transaction::Transaction;
 use crate::window::CounterKey;
@@ -156,6 +158,115 @@ pub trait LedgerStore: Send + Sync {
     /// Recomputes every member's balances from their postings (and lots)
     /// and reports the members whose stored balances differ.
     async fn reconcile(&self) -> Result<ReconcileReport>;
+
+    /// The transactional outbox: the oldest events not yet acknowledged,
+    /// at most `limit` (and at most [`MAX_PAGE_ROWS`]), in `seq` order.
+    ///
+    /// Every applied request (a transaction, redemption or adjustment:
+    /// every entry with an inbox row; not duplicates, not sweeps) writes one
+    /// [`OutboxEvent`] **atomically with its postings**, so an event exists
+    /// exactly when its entry is committed. A relay (e.g. to Kafka) loops:
+    /// fetch, publish, [`LedgerStore::outbox_ack`] what it published. An
+    /// event stays until acknowledged, so a relay that crashes between
+    /// publishing and acknowledging publishes it again: delivery is at
+    /// least once, and consumers deduplicate on `tx_id` (or `member` +
+    /// `version`). A member's events come in the member's version order;
+    /// `seq` is a store-wide position, increasing but with gaps. Run one
+    /// relay per store: two relays fetch the same events (each is still
+    /// delivered, twice).
+    ///
+    /// The default refuses (`Invalid`): the in-memory store, PostgreSQL and
+    /// the cache wrapper implement it.
+    async fn outbox_fetch(&self, limit: usize) -> Result<Vec<OutboxEvent>> {
+        let _ = limit;
+        Err(crate::error::Error::Invalid(
+            "this store keeps no outbox".into(),
+        ))
+    }
+
+    /// Acknowledges (removes) the outbox events with these `seq`s; returns
+    /// how many were still there (an event acknowledged twice counts once).
+    async fn outbox_ack(&self, seqs: &[u64]) -> Result<u64> {
+        let _ = seqs;
+        Err(crate::error::Error::Invalid(
+            "this store keeps no outbox".into(),
+        ))
+    }
+}
+
+/// One event of the transactional outbox (see
+/// [`LedgerStore::outbox_fetch`]): what an applied request did. Its JSON
+/// form (serde, the field names below) is stable: relays publish it as is
+/// (documented in `docs/storage.md`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct OutboxEvent {
+    /// Store-wide position: increasing in commit order of each member,
+    /// with gaps; the handle to acknowledge it.
+    pub seq: u64,
+    /// The transaction, redemption or adjustment id.
+    pub tx_id: TxId,
+    /// The member.
+    pub member: MemberId,
+    /// What it was.
+    pub kind: EntryKind,
+    /// When it took effect (the transaction's time).
+    pub time: DateTime<Utc>,
+    /// The member's version after it (from 1, without gaps).
+    pub version: u64,
+    /// Net change of the member's balances.
+    pub points: Balances,
+    /// The member's balances after it.
+    pub balances: Balances,
+    /// The member's tier after it.
+    pub tier: Option<Arc<str>>,
+    /// The postings it made, in order.
+    pub postings: Vec<OutboxPosting>,
+    /// The ruleset behind it (id, version, content hash), if any.
+    pub ruleset: Option<RulesetStamp>,
+}
+
+/// One posting in an [`OutboxEvent`].
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct OutboxPosting {
+    /// The rule id, or a ledger label (`redemption`, `clawback`, ...).
+    pub rule: Arc<str>,
+    /// What it records.
+    pub kind: PostingKind,
+    /// Its signed change of the balances.
+    pub points: Balances,
+    /// The lot it created or changed, if one.
+    pub lot: Option<TxId>,
+}
+
+impl OutboxEvent {
+    /// The event of an applied entry, at position `seq`; `None` for an
+    /// entry without an inbox row (sweeps, tier reviews), which writes no
+    /// event.
+    pub fn of_entry(seq: u64, entry: &LedgerEntry) -> Option<OutboxEvent> {
+        let inbox = entry.inbox.as_ref()?;
+        Some(OutboxEvent {
+            seq,
+            tx_id: inbox.id.clone(),
+            member: entry.member.member.clone(),
+            kind: entry.event.kind,
+            time: entry.event.time,
+            version: entry.member.version,
+            points: entry.event.delta,
+            balances: entry.event.balances,
+            tier: entry.member.tier.clone(),
+            postings: entry
+                .postings
+                .iter()
+                .map(|p| OutboxPosting {
+                    rule: p.rule.clone(),
+                    kind: p.kind,
+                    points: p.delta,
+                    lot: p.lot.clone(),
+                })
+                .collect(),
+            ruleset: entry.event.ruleset.clone(),
+        })
+    }
 }
 
 /// A member's entry in the balance cache.

@@ -143,3 +143,55 @@ async fn run_all_then_rebuild_from_the_event_log() {
             .duplicate
     );
 }
+
+#[tokio::test]
+async fn batches() {
+    conformance::check_batches(&store()).await;
+}
+
+#[tokio::test]
+async fn member_views() {
+    conformance::check_member_views(&store()).await;
+}
+
+#[tokio::test]
+async fn outbox() {
+    conformance::check_outbox(&store()).await;
+}
+
+/// The outbox survives a restart from the event log: unacknowledged events
+/// come back with their positions, acknowledged ones do not.
+#[tokio::test]
+async fn the_outbox_is_rebuilt_from_the_event_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("events.jsonl");
+    let store = MemoryStore::open(&path, LedgerConfig::default(), FsyncPolicy::Never).unwrap();
+    let s = Scope::new("outbox-log");
+    let m = s.member("m");
+    for i in 0..4 {
+        let p = purchase(&s.id(&format!("p{i}")), &m, "2.00", year(2090));
+        store
+            .append(&p, &outcome(&p, &[("base", 2)]))
+            .await
+            .unwrap();
+    }
+    let events = store.outbox_fetch(10).await.unwrap();
+    assert_eq!(events.len(), 4);
+    assert_eq!(store.outbox_ack(&[events[1].seq]).await.unwrap(), 1);
+    drop(store);
+    let rebuilt = MemoryStore::open(&path, LedgerConfig::default(), FsyncPolicy::Never).unwrap();
+    let left = rebuilt.outbox_fetch(10).await.unwrap();
+    assert_eq!(
+        left,
+        vec![events[0].clone(), events[2].clone(), events[3].clone()]
+    );
+    // New events continue after the old positions.
+    let p = purchase(&s.id("p9"), &m, "2.00", year(2090));
+    rebuilt
+        .append(&p, &outcome(&p, &[("base", 2)]))
+        .await
+        .unwrap();
+    let all = rebuilt.outbox_fetch(10).await.unwrap();
+    assert_eq!(all.len(), 4);
+    assert!(all[3].seq > events[3].seq);
+}

@@ -45,7 +45,7 @@ use rewards_core::ledger::{
     ReconcileReport, Redemption, SweepReport, TierReview,
 };
 use rewards_core::memory::MemoryCache;
-use rewards_core::store::{BalanceCache, CachePut, CachedMember, MAX_PAGE_ROWS};
+use rewards_core::store::{BalanceCache, CachePut, CachedMember, OutboxEvent, MAX_PAGE_ROWS};
 use rewards_core::{
     CounterKey, LedgerStore, MemberId, MemberProfile, MemberView, Outcome, Points, Transaction,
 };
@@ -1166,6 +1166,14 @@ where
 
     async fn reconcile(&self) -> Result<ReconcileReport> {
         self.inner.store.reconcile().await
+    }
+
+    async fn outbox_fetch(&self, limit: usize) -> Result<Vec<OutboxEvent>> {
+        self.inner.store.outbox_fetch(limit).await
+    }
+
+    async fn outbox_ack(&self, seqs: &[u64]) -> Result<u64> {
+        self.inner.store.outbox_ack(seqs).await
     }
 }
 

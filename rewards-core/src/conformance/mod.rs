@@ -457,6 +457,128 @@ pub async fn check_member_views(store: &dyn LedgerStore) {
     assert!(store.member_views(&[]).await.expect("none").is_empty());
 }
 
+/// Acknowledges everything in the outbox (earlier checks left events).
+async fn drain_outbox(store: &dyn LedgerStore) {
+    for _ in 0..10_000 {
+        let events = store.outbox_fetch(1000).await.expect("outbox fetch");
+        if events.is_empty() {
+            return;
+        }
+        let seqs: Vec<u64> = events.iter().map(|e| e.seq).collect();
+        store.outbox_ack(&seqs).await.expect("outbox ack");
+    }
+    panic!("the outbox never drained");
+}
+
+/// The transactional outbox: one event per applied request (transactions
+/// alone and in batches, redemptions, adjustments), none for duplicates
+/// and refused requests; events in order with what the receipts said; an
+/// event stays until acknowledged, and acknowledging twice is harmless.
+/// Must not run in parallel with other writers of the same store.
+pub async fn check_outbox(store: &dyn LedgerStore) {
+    drain_outbox(store).await;
+    let s = Scope::new("outbox");
+    let (a, b) = (s.member("a"), s.member("b"));
+    let t0 = year(2093);
+    let p1 = purchase(&s.id("p1"), &a, "10.00", t0);
+    let o1 = outcome(&p1, &[("base", 10), ("bonus", 5)]);
+    let mut receipts = vec![store.append(&p1, &o1).await.expect("p1")];
+    assert!(store.append(&p1, &o1).await.expect("again").duplicate);
+    let mut other = p1.clone();
+    other.amount.amount = dec("12.00");
+    expect_kind(
+        store
+            .append(&other, &outcome(&other, &[("base", 12)]))
+            .await,
+        ErrorKind::Conflict,
+        "conflict",
+    );
+    let p2 = purchase(&s.id("p2"), &b, "4.00", t0);
+    let r1 = referring(TxKind::Refund, &s.id("r1"), &a, "5.00", days(t0, 1), &p1.id);
+    let bad = referring(TxKind::Refund, &s.id("rx"), &a, "1.00", t0, &s.id("nope"));
+    let batch = vec![
+        (p2.clone(), outcome(&p2, &[("base", 4)])),
+        (bad.clone(), outcome(&bad, &[])),
+        (r1.clone(), outcome(&r1, &[])),
+    ];
+    for r in store.append_batch(&batch).await.expect("batch") {
+        if let Ok(r) = r {
+            receipts.push(r);
+        }
+    }
+    receipts.push(
+        store
+            .redeem(&Redemption {
+                id: s.id("red"),
+                member: a.clone(),
+                points: Points(3),
+                time: days(t0, 2),
+                reference: None,
+            })
+            .await
+            .expect("redeem"),
+    );
+    receipts.push(
+        store
+            .adjust(&Adjustment {
+                id: s.id("adj"),
+                member: b.clone(),
+                points: Points(2),
+                reason: "goodwill".into(),
+                actor: "agent".into(),
+                time: days(t0, 2),
+                expires_at: None,
+            })
+            .await
+            .expect("adjust"),
+    );
+    let events = store.outbox_fetch(100).await.expect("fetch");
+    assert_eq!(
+        events.len(),
+        5,
+        "one event per applied request: {events:#?}"
+    );
+    assert!(events.windows(2).all(|w| w[0].seq < w[1].seq), "seq order");
+    let ids: Vec<&str> = events.iter().map(|e| e.tx_id.as_str()).collect();
+    let want: Vec<&str> = receipts.iter().map(|r| r.id.as_str()).collect();
+    assert_eq!(ids, want);
+    for (event, receipt) in events.iter().zip(&receipts) {
+        assert_eq!(event.member, receipt.member);
+        assert_eq!(event.kind, receipt.kind);
+        assert_eq!(event.version, receipt.version);
+        assert_eq!(event.points, receipt.delta);
+        assert_eq!(event.balances, receipt.balances);
+        assert_eq!(event.tier, receipt.tier);
+        let sum = event
+            .postings
+            .iter()
+            .try_fold(Balances::default(), |acc, p| acc.checked_add(p.points));
+        assert_eq!(sum.expect("sum"), event.points, "postings add up");
+        let json = serde_json::to_string(event).expect("encode");
+        assert_eq!(
+            &serde_json::from_str::<crate::store::OutboxEvent>(&json).expect("decode"),
+            event
+        );
+    }
+    assert_eq!(events[0].ruleset.as_ref(), Some(&stamp()));
+    assert_eq!(events[0].postings.len(), 2, "base and bonus");
+    assert_eq!(events[0].time, t0);
+    // Acknowledge some: the others stay; twice is harmless.
+    let first: Vec<u64> = events[..2].iter().map(|e| e.seq).collect();
+    assert_eq!(store.outbox_ack(&first).await.expect("ack"), 2);
+    assert_eq!(store.outbox_ack(&first).await.expect("ack again"), 0);
+    let rest = store.outbox_fetch(100).await.expect("fetch");
+    assert_eq!(rest, events[2..].to_vec());
+    assert_eq!(
+        store.outbox_fetch(1).await.expect("fetch one"),
+        events[2..3].to_vec()
+    );
+    let seqs: Vec<u64> = rest.iter().map(|e| e.seq).collect();
+    assert_eq!(store.outbox_ack(&seqs).await.expect("ack rest"), 3);
+    assert!(store.outbox_fetch(100).await.expect("empty").is_empty());
+    assert_eq!(store.outbox_ack(&[]).await.expect("nothing"), 0);
+}
+
 /// Redemption: more than available is refused and changes nothing;
 /// exactly the balance leaves zero.
 pub async fn check_redemption(store: &dyn LedgerStore) {
@@ -1475,6 +1597,7 @@ pub async fn run_all(store: Arc<dyn LedgerStore>, authorization_ttl: Duration) {
     check_idempotency(s).await;
     check_batches(s).await;
     check_member_views(s).await;
+    check_outbox(s).await;
     check_redemption(s).await;
     check_partial_refunds(s).await;
     check_refund_after_redemption(s).await;

@@ -35,6 +35,8 @@ pub enum LogRecord {
     Entry(Box<LedgerEntry>),
     /// A member profile set through `put_profile`.
     Profile(MemberProfile),
+    /// Outbox events acknowledged (by `seq`): a rebuild drops them again.
+    OutboxAck(Vec<u64>),
 }
 
 /// Where the in-memory store writes its records before applying them.

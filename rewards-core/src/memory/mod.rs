@@ -35,7 +35,7 @@ use crate::member::{MemberProfile, MemberView};
 use crate::outcome::Outcome;
 use crate::points::Points;
 use crate::store::{
-    BalanceCache, CachePut, CachedMember, LedgerStore, MAX_BATCH_ITEMS, MAX_PAGE_ROWS,
+    BalanceCache, CachePut, CachedMember, LedgerStore, OutboxEvent, MAX_BATCH_ITEMS, MAX_PAGE_ROWS,
 };
 use crate::transaction::Transaction;
 use crate::window::CounterKey;
@@ -212,6 +212,28 @@ pub struct MemoryStore {
     inbox: Vec<Mutex<HashMap<TxId, InboxEntry>>>,
     budgets: Mutex<HashMap<Arc<str>, Points>>,
     log: Option<Mutex<Box<dyn EventLog>>>,
+    outbox: Mutex<Outbox>,
+}
+
+/// The transactional outbox: events of applied requests not yet
+/// acknowledged. Positions are given in application order (under the
+/// member's lock), so a rebuild from the log gives every event its old
+/// `seq` again, and logged acknowledgements drop the same ones.
+#[derive(Debug, Default)]
+struct Outbox {
+    last: u64,
+    events: BTreeMap<u64, OutboxEvent>,
+}
+
+impl Outbox {
+    fn add(&mut self, entry: &LedgerEntry) {
+        if entry.inbox.is_some() {
+            self.last += 1;
+            if let Some(event) = OutboxEvent::of_entry(self.last, entry) {
+                self.events.insert(self.last, event);
+            }
+        }
+    }
 }
 
 impl std::fmt::Debug for MemoryStore {
@@ -240,6 +262,7 @@ impl MemoryStore {
                 .collect(),
             budgets: Mutex::new(HashMap::new()),
             log: None,
+            outbox: Mutex::new(Outbox::default()),
         }
     }
 
@@ -362,6 +385,13 @@ impl MemoryStore {
                 let slot = self.slot_or_new(&entry.member.member);
                 lock(&slot).fold(entry)?;
                 self.fold_shared(entry);
+                lock(&self.outbox).add(entry);
+            }
+            LogRecord::OutboxAck(seqs) => {
+                let mut outbox = lock(&self.outbox);
+                for seq in seqs {
+                    outbox.events.remove(seq);
+                }
             }
         }
         Ok(())
@@ -410,6 +440,9 @@ impl MemoryStore {
         };
         self.write_log(&LogRecord::Entry(Box::new(entry.clone())))?;
         slot.fold(&entry)?;
+        // Still under the member's lock: the member's events get
+        // increasing positions in version order.
+        lock(&self.outbox).add(&entry);
         if let (Some((_, shard)), Some(row)) = (&mut inbox, &entry.inbox) {
             shard.insert(row.id.clone(), row.clone());
         }
@@ -535,6 +568,29 @@ impl LedgerStore for MemoryStore {
             .iter()
             .map(|(member, counters)| self.view_now(member, counters))
             .collect())
+    }
+
+    async fn outbox_fetch(&self, limit: usize) -> Result<Vec<OutboxEvent>> {
+        let outbox = lock(&self.outbox);
+        Ok(outbox
+            .events
+            .values()
+            .take(limit.min(MAX_PAGE_ROWS))
+            .cloned()
+            .collect())
+    }
+
+    async fn outbox_ack(&self, seqs: &[u64]) -> Result<u64> {
+        if seqs.is_empty() {
+            return Ok(0);
+        }
+        // Logged first, so that a rebuild does not publish them again.
+        self.write_log(&LogRecord::OutboxAck(seqs.to_vec()))?;
+        let mut outbox = lock(&self.outbox);
+        Ok(seqs
+            .iter()
+            .filter(|seq| outbox.events.remove(seq).is_some())
+            .count() as u64)
     }
 
     async fn append(&self, tx: &Transaction, outcome: &Outcome) -> Result<Receipt> {

@@ -23,6 +23,7 @@ use rewards_core::ledger::{
     apply, check_inbox, Balances, Command, InboxEntry, LedgerConfig, LedgerEntry, Lot, LotNeed,
     MemberRecord, MemberState, Needs, Receipt, RecordNeed, RecordStatus, TxRecord,
 };
+use rewards_core::store::OutboxEvent;
 use rewards_core::{MemberId, Points, RulesetStamp, TxId};
 use rust_decimal::Decimal;
 use serde_json::Value;
@@ -93,6 +94,8 @@ struct Writes {
     counters: BTreeMap<(i64, Arc<str>, String), Decimal>,
     budgets: BTreeMap<Arc<str>, (i64, Option<i64>)>,
     events: Vec<(i64, rewards_core::ledger::AuditEvent)>,
+    /// Outbox event bodies (JSON, `seq` 0), in application order.
+    outbox: Vec<String>,
 }
 
 fn pg(context: &'static str) -> impl Fn(tokio_postgres::Error) -> UnitError {
@@ -609,6 +612,11 @@ fn apply_one(
         .postings
         .extend(entry.postings.iter().map(|p| (key, p.clone())));
     writes.events.push((key, entry.event.clone()));
+    if let Some(event) = OutboxEvent::of_entry(0, &entry) {
+        writes
+            .outbox
+            .push(to_text(&event, "outbox event").map_err(Error::from)?);
+    }
     Ok(Done::Applied(Box::new(entry)))
 }
 
@@ -899,20 +907,31 @@ async fn write_all(
         return Ok(());
     }
 
-    let (s_inbox, s_records, s_postings, s_lots, s_counters, s_members, s_budgets, s_events) =
-        tokio::try_join!(
-            tx.prepare_cached(&sql.insert_inbox),
-            tx.prepare_cached(&sql.update_records),
-            tx.prepare_cached(&sql.insert_postings),
-            tx.prepare_cached(&sql.upsert_lots),
-            tx.prepare_cached(&sql.add_counters),
-            tx.prepare_cached(&sql.update_members),
-            tx.prepare_cached(&sql.update_budgets),
-            tx.prepare_cached(&sql.insert_events),
-        )
-        .map_err(pg("prepare writes"))?;
+    let o_body = writes.outbox;
+    let (
+        s_inbox,
+        s_records,
+        s_postings,
+        s_lots,
+        s_counters,
+        s_members,
+        s_budgets,
+        s_events,
+        s_outbox,
+    ) = tokio::try_join!(
+        tx.prepare_cached(&sql.insert_inbox),
+        tx.prepare_cached(&sql.update_records),
+        tx.prepare_cached(&sql.insert_postings),
+        tx.prepare_cached(&sql.upsert_lots),
+        tx.prepare_cached(&sql.add_counters),
+        tx.prepare_cached(&sql.update_members),
+        tx.prepare_cached(&sql.update_budgets),
+        tx.prepare_cached(&sql.insert_events),
+        tx.prepare_cached(&sql.insert_outbox),
+    )
+    .map_err(pg("prepare writes"))?;
 
-    let (inbox_rows, records_n, _, _, _, members_n, budget_rows, _) = tokio::try_join!(
+    let (inbox_rows, records_n, _, _, _, members_n, budget_rows, _, _) = tokio::try_join!(
         async {
             if i_id.is_empty() {
                 Ok(Vec::new())
@@ -1026,6 +1045,13 @@ async fn write_all(
                     ],
                 )
                 .await
+            }
+        },
+        async {
+            if o_body.is_empty() {
+                Ok(0)
+            } else {
+                tx.execute(&s_outbox, &[&o_body]).await
             }
         },
     )

@@ -44,6 +44,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "text_documents",
         sql: include_str!("../../migrations/0002_text_documents.sql"),
     },
+    Migration {
+        version: 3,
+        name: "outbox",
+        sql: include_str!("../../migrations/0003_outbox.sql"),
+    },
 ];
 
 /// What [`migrate`] did.

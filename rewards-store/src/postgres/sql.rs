@@ -29,6 +29,7 @@ pub(crate) struct Sql {
     pub update_members: String,
     pub update_budgets: String,
     pub insert_events: String,
+    pub insert_outbox: String,
     // ---- sweeps: who has something due ----
     pub due_expiry: String,
     pub due_release: String,
@@ -38,6 +39,8 @@ pub(crate) struct Sql {
     pub view_member: String,
     pub view_counters: String,
     pub view_members: String,
+    pub outbox_fetch: String,
+    pub outbox_ack: String,
     pub view_counters_many: String,
     pub balance: String,
     pub recent: String,
@@ -167,6 +170,12 @@ impl Sql {
                  SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[], \
                         $5::timestamptz[], $6::bigint[], $7::bigint[], $8::text[])"
             ),
+            insert_outbox: format!(
+                "INSERT INTO {s}.outbox (body) \
+                 SELECT body FROM unnest($1::text[]) WITH ORDINALITY AS u(body, n) ORDER BY n"
+            ),
+            outbox_fetch: format!("SELECT seq, body FROM {s}.outbox ORDER BY seq LIMIT $1"),
+            outbox_ack: format!("DELETE FROM {s}.outbox WHERE seq = ANY($1::bigint[])"),
             due_expiry: format!(
                 "SELECT DISTINCT m.member_id FROM {s}.lots l \
                  JOIN {s}.members m ON m.member_key = l.member_key \

@@ -9,7 +9,7 @@ use rewards_core::ledger::{
     Adjustment, AuditEvent, Balances, Command, Drift, LedgerConfig, MemberBalance, Posting,
     PostingId, Receipt, RecentEntry, ReconcileReport, Redemption, SweepReport, TierReview,
 };
-use rewards_core::store::{LedgerStore, MAX_BATCH_ITEMS, MAX_PAGE_ROWS};
+use rewards_core::store::{LedgerStore, OutboxEvent, MAX_BATCH_ITEMS, MAX_PAGE_ROWS};
 use rewards_core::{
     CounterKey, MemberId, MemberProfile, MemberView, Outcome, Points, RulesetStamp, Transaction,
     WindowKey,
@@ -21,7 +21,7 @@ use std::sync::Arc;
 
 use super::codec::{
     attributes_from_json, attributes_to_json, entry_kind, from_text, member_id, points,
-    posting_kind, to_u64, tx_id,
+    posting_kind, to_i64, to_u64, tx_id,
 };
 use super::config::PgConfig;
 use super::engine::{run_unit, Done, RulesetCache, UnitError};
@@ -416,6 +416,47 @@ impl LedgerStore for PgStore {
             views.push(member_view(record, Some(profile), own));
         }
         Ok(views)
+    }
+
+    async fn outbox_fetch(&self, limit: usize) -> Result<Vec<OutboxEvent>> {
+        let client = self.writer().await?;
+        let stmt = client
+            .prepare_cached(&self.sql.outbox_fetch)
+            .await
+            .map_err(pg_err("prepare outbox fetch"))?;
+        let rows = client
+            .query(&stmt, &[&page(limit)])
+            .await
+            .map_err(pg_err("read the outbox"))?;
+        let e = pg_err("read the outbox");
+        let mut events = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let seq: i64 = row.try_get(0).map_err(&e)?;
+            let body: &str = row.try_get(1).map_err(&e)?;
+            let mut event: OutboxEvent = from_text(body, "outbox event")?;
+            event.seq = to_u64(seq, "outbox seq")?;
+            events.push(event);
+        }
+        Ok(events)
+    }
+
+    async fn outbox_ack(&self, seqs: &[u64]) -> Result<u64> {
+        if seqs.is_empty() {
+            return Ok(0);
+        }
+        let seqs: Vec<i64> = seqs
+            .iter()
+            .map(|s| to_i64(*s, "outbox seq"))
+            .collect::<std::result::Result<_, _>>()?;
+        let client = self.writer().await?;
+        let stmt = client
+            .prepare_cached(&self.sql.outbox_ack)
+            .await
+            .map_err(pg_err("prepare outbox ack"))?;
+        Ok(client
+            .execute(&stmt, &[&seqs])
+            .await
+            .map_err(pg_err("acknowledge outbox events"))?)
     }
 
     async fn append(&self, tx: &Transaction, outcome: &Outcome) -> Result<Receipt> {
