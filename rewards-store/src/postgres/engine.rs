@@ -17,7 +17,7 @@
 //! ([`PgError::Retry`]).
 
 use chrono::{DateTime, Utc};
-use deadpool_postgres::Transaction;
+use deadpool_postgres::Client as Transaction;
 use rewards_core::error::{Error, ReferenceProblem};
 use rewards_core::ledger::{
     apply, check_inbox, Balances, Command, InboxEntry, LedgerConfig, LedgerEntry, Lot, LotNeed,
@@ -154,20 +154,28 @@ fn lot_from_row(row: &Row, member: &MemberId) -> Result<Lot, PgError> {
 /// Runs `commands` in one database transaction on `client` and returns one
 /// result per command (a refused command writes nothing; the others are
 /// committed). On `Err` nothing at all was written.
+///
+/// `BEGIN` is not a round trip of its own: it is sent in the same pipeline
+/// as the loads. The connection is given back to its pool only when the
+/// transaction is known to be over (committed or rolled back); if the unit
+/// is cancelled or `COMMIT`/`ROLLBACK` fails, the connection is detached
+/// from the pool and closed, so no pooled connection is ever left inside a
+/// transaction.
 pub(crate) async fn run_unit(
-    client: &mut deadpool_postgres::Client,
+    client: deadpool_postgres::Client,
     sql: &Sql,
     config: &LedgerConfig,
     rulesets: &RulesetCache,
     commands: &[Command<'_>],
 ) -> Result<Vec<Result<Done, Error>>, UnitError> {
-    let tx = client
-        .transaction()
-        .await
-        .map_err(pg("begin transaction"))?;
-    match unit_in(&tx, sql, config, rulesets, commands).await {
+    let mut open = OpenTransaction(Some(client));
+    let Some(tx) = open.0.as_ref() else {
+        return Err(UnitError::Race("no connection"));
+    };
+    match unit_in(tx, sql, config, rulesets, commands).await {
         Ok((results, new_stamps)) => {
-            tx.commit().await.map_err(pg("commit"))?;
+            tx.batch_execute("COMMIT").await.map_err(pg("commit"))?;
+            open.ended();
             if !new_stamps.is_empty() {
                 let mut cache = rulesets
                     .write()
@@ -179,8 +187,31 @@ pub(crate) async fn run_unit(
         Err(e) => {
             // Roll back now (not on drop) so that locks are released before
             // the caller retries or falls back to single commands.
-            let _ = tx.rollback().await;
+            if tx.batch_execute("ROLLBACK").await.is_ok() {
+                open.ended();
+            }
             Err(e)
+        }
+    }
+}
+
+/// A pooled connection that may be inside a transaction: unless
+/// [`OpenTransaction::ended`] was called, dropping it closes the
+/// connection instead of returning it to the pool (the server then rolls
+/// the transaction back).
+struct OpenTransaction(Option<deadpool_postgres::Client>);
+
+impl OpenTransaction {
+    /// The transaction is over: the connection may go back to the pool.
+    fn ended(&mut self) {
+        drop(self.0.take());
+    }
+}
+
+impl Drop for OpenTransaction {
+    fn drop(&mut self) {
+        if let Some(client) = self.0.take() {
+            drop(deadpool_postgres::Object::take(client));
         }
     }
 }
@@ -188,7 +219,7 @@ pub(crate) async fn run_unit(
 type UnitOk = (Vec<Result<Done, Error>>, Vec<(RulesetStamp, i32)>);
 
 async fn unit_in(
-    tx: &Transaction<'_>,
+    tx: &Transaction,
     sql: &Sql,
     config: &LedgerConfig,
     rulesets: &RulesetCache,
@@ -242,8 +273,11 @@ async fn unit_in(
         tx.prepare_cached(&sql.lock_budgets),
     )
     .map_err(pg("prepare loads"))?;
-    let (created_rows, member_rows, inbox_rows, original_rows, lapsed_rows, _, budget_rows) =
+    // BEGIN goes first in the same pipeline (futures are first polled in
+    // order, and each sends its request on that first poll).
+    let ((), created_rows, member_rows, inbox_rows, original_rows, lapsed_rows, _, budget_rows) =
         tokio::try_join!(
+            async { tx.batch_execute("BEGIN").await },
             async { tx.query(&ensure_m, &[&member_ids]).await },
             async { tx.query(&lock_m, &[&member_ids]).await },
             async {
@@ -623,7 +657,7 @@ fn apply_one(
 /// Interns the ruleset stamps the postings name that the cache does not
 /// know yet (inside the unit: the keys are cached after the commit).
 async fn resolve_rulesets(
-    tx: &Transaction<'_>,
+    tx: &Transaction,
     sql: &Sql,
     rulesets: &RulesetCache,
     writes: &Writes,
@@ -681,7 +715,7 @@ async fn resolve_rulesets(
 /// Sends every write of the unit in one pipelined burst and checks the row
 /// counts.
 async fn write_all(
-    tx: &Transaction<'_>,
+    tx: &Transaction,
     sql: &Sql,
     rulesets: &RulesetCache,
     new_stamps: &[(RulesetStamp, i32)],

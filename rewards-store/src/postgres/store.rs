@@ -145,16 +145,8 @@ impl PgStore {
     async fn run(&self, commands: &[Command<'_>]) -> Result<Vec<Result<Done>>> {
         let mut last: Option<PgError> = None;
         for attempt in 0..MAX_ATTEMPTS {
-            let mut client = self.writer().await?;
-            match run_unit(
-                &mut client,
-                &self.sql,
-                &self.ledger,
-                &self.rulesets,
-                commands,
-            )
-            .await
-            {
+            let client = self.writer().await?;
+            match run_unit(client, &self.sql, &self.ledger, &self.rulesets, commands).await {
                 Ok(results) => return Ok(results),
                 Err(UnitError::Pg(e))
                     if e.is_transient() && !matches!(e, PgError::Retry { .. }) =>
