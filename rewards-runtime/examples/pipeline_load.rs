@@ -5,12 +5,31 @@
 //! cargo run --release -p rewards-runtime --example pipeline_load -- in-process [COUNT] [CONCURRENCY]
 //! cargo run --release -p rewards-runtime --example pipeline_load -- file [COUNT]
 //! cargo run --release -p rewards-runtime --example pipeline_load -- kafka [RATE_PER_S] [SECONDS] [BROKERS]
+//! cargo run --release -p rewards-runtime --example pipeline_load -- kafka-full [RATE_PER_S] [SECONDS] [BROKERS] [BACKLOG]
 //! ```
 //!
 //! `kafka` produces at a fixed rate to a fresh 4-partition topic on a
 //! running broker (`scripts/services/tansu.sh start`) and reports the
 //! end-to-end latency (producer timestamp → ack after the store append),
 //! the figure to compare with the broker's own produce → consume floor.
+//!
+//! `kafka-full` is the end-to-end report of `docs/performance.md` ("End to
+//! end over Kafka"), in one run and on the same producer settings:
+//!
+//! 1. **broker only**: RATE/s for SECONDS to a fresh topic, read by a plain
+//!    consumer group (`fetch.wait.max.ms=5`), no processing: produce →
+//!    consume latency;
+//! 2. **end to end**: the same load, generated transactions (10,000
+//!    members), through the pipeline with the cashback ruleset and
+//!    `CachedStore<PgStore, RedisCache>` (`DATABASE_URL`, `REDIS_URL`; a
+//!    fresh schema and key prefix, dropped at the end): produce → durable
+//!    (the store's append returned) latency;
+//! 3. **max sustained rate**: BACKLOG transactions (default 20,000) produced
+//!    first, then drained by a fresh pipeline: durable transactions per
+//!    second.
+//!
+//! Latencies are exact (each message's send instant against the instant
+//! it was consumed / made durable, one clock), printed as p50/p95/p99/max.
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -135,6 +154,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
         #[cfg(feature = "kafka")]
         "kafka" => kafka(&args, pipeline, metrics.clone()).await?,
+        #[cfg(feature = "kafka")]
+        "kafka-full" => return full::run(&args).await,
         other => return Err(format!("unknown mode {other}").into()),
     }
     print_histogram("evaluation", &metrics.evaluation_us);
@@ -215,4 +236,462 @@ async fn kafka(
         report.applied, elapsed
     );
     Ok(())
+}
+
+/// The `kafka-full` mode: broker-only baseline, end to end through
+/// PostgreSQL and Redis, and the maximum sustained rate.
+#[cfg(feature = "kafka")]
+mod full {
+    use std::collections::HashMap;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::{Arc, Mutex};
+    use std::time::{Duration, Instant};
+
+    use async_trait::async_trait;
+    use chrono::{DateTime, Utc};
+    use rdkafka::config::ClientConfig;
+    use rdkafka::consumer::{Consumer, StreamConsumer};
+    use rdkafka::message::Message;
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+
+    use rewards_core::error::Result as StoreResult;
+    use rewards_core::generate::{Generator, GeneratorConfig};
+    use rewards_core::ledger::{
+        Adjustment, AuditEvent, MemberBalance, Posting, Receipt, RecentEntry, ReconcileReport,
+        Redemption, SweepReport, TierReview,
+    };
+    use rewards_core::{
+        CounterKey, Evaluator, LedgerStore, MemberId, MemberProfile, MemberView, Outcome, Points,
+        Transaction,
+    };
+    use rewards_runtime::kafka::{create_topics, KafkaConfig, KafkaSource};
+    use rewards_runtime::{MemoryDeadLetters, Metrics, Pipeline, PipelineConfig, ProgramRegistry};
+
+    use super::common::fault::{database_url, plan, redis_url};
+    use super::common::kafka::unique_ident;
+
+    type Error = Box<dyn std::error::Error>;
+
+    /// Send instants by message id, and the latencies observed.
+    #[derive(Default)]
+    struct Clock {
+        sent: Mutex<HashMap<String, Instant>>,
+        observed: Mutex<Vec<Duration>>,
+        done: AtomicU64,
+    }
+
+    impl Clock {
+        fn sent(&self, id: &str) {
+            self.sent
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .insert(id.to_string(), Instant::now());
+        }
+
+        fn observe(&self, id: &str) {
+            let now = Instant::now();
+            let sent = self
+                .sent
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .get(id)
+                .copied();
+            if let Some(sent) = sent {
+                self.observed
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .push(now.saturating_duration_since(sent));
+            }
+            self.done.fetch_add(1, Ordering::Relaxed);
+        }
+
+        fn report(&self, name: &str) -> (Duration, Duration, Duration) {
+            let mut all = self
+                .observed
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .clone();
+            all.sort();
+            let at = |permille: usize| {
+                all.get((all.len() * permille / 1000).min(all.len().saturating_sub(1)))
+                    .copied()
+                    .unwrap_or_default()
+            };
+            let (p50, p95, p99) = (at(500), at(950), at(990));
+            println!(
+                "{name}: n={} p50 {:.1?} p95 {:.1?} p99 {:.1?} max {:.1?}",
+                all.len(),
+                p50,
+                p95,
+                p99,
+                all.last().copied().unwrap_or_default()
+            );
+            (p50, p95, p99)
+        }
+    }
+
+    /// The store, noting when each transaction became durable.
+    struct Timed<S> {
+        inner: S,
+        clock: Arc<Clock>,
+    }
+
+    #[async_trait]
+    impl<S: LedgerStore> LedgerStore for Timed<S> {
+        async fn member_view(
+            &self,
+            member: &MemberId,
+            counters: &[CounterKey],
+        ) -> StoreResult<MemberView> {
+            self.inner.member_view(member, counters).await
+        }
+        async fn member_views(
+            &self,
+            requests: &[(MemberId, Vec<CounterKey>)],
+        ) -> StoreResult<Vec<MemberView>> {
+            self.inner.member_views(requests).await
+        }
+        async fn append(&self, tx: &Transaction, outcome: &Outcome) -> StoreResult<Receipt> {
+            let receipt = self.inner.append(tx, outcome).await?;
+            self.clock.observe(tx.id.as_str());
+            Ok(receipt)
+        }
+        async fn append_batch(
+            &self,
+            items: &[(Transaction, Outcome)],
+        ) -> StoreResult<Vec<StoreResult<Receipt>>> {
+            let results = self.inner.append_batch(items).await?;
+            for ((tx, _), result) in items.iter().zip(&results) {
+                if result.is_ok() {
+                    self.clock.observe(tx.id.as_str());
+                }
+            }
+            Ok(results)
+        }
+        async fn redeem(&self, redemption: &Redemption) -> StoreResult<Receipt> {
+            self.inner.redeem(redemption).await
+        }
+        async fn adjust(&self, adjustment: &Adjustment) -> StoreResult<Receipt> {
+            self.inner.adjust(adjustment).await
+        }
+        async fn expire_due(&self, as_of: DateTime<Utc>) -> StoreResult<SweepReport> {
+            self.inner.expire_due(as_of).await
+        }
+        async fn release_pending(&self, as_of: DateTime<Utc>) -> StoreResult<SweepReport> {
+            self.inner.release_pending(as_of).await
+        }
+        async fn expire_authorizations(&self, as_of: DateTime<Utc>) -> StoreResult<SweepReport> {
+            self.inner.expire_authorizations(as_of).await
+        }
+        async fn review_tier(&self, review: &TierReview) -> StoreResult<MemberBalance> {
+            self.inner.review_tier(review).await
+        }
+        async fn apply_scheduled_tiers(&self, as_of: DateTime<Utc>) -> StoreResult<SweepReport> {
+            self.inner.apply_scheduled_tiers(as_of).await
+        }
+        async fn balance(&self, member: &MemberId) -> StoreResult<MemberBalance> {
+            self.inner.balance(member).await
+        }
+        async fn recent(&self, member: &MemberId, limit: usize) -> StoreResult<Vec<RecentEntry>> {
+            self.inner.recent(member, limit).await
+        }
+        async fn history(
+            &self,
+            member: &MemberId,
+            after_seq: u64,
+            limit: usize,
+        ) -> StoreResult<Vec<Posting>> {
+            self.inner.history(member, after_seq, limit).await
+        }
+        async fn audit(
+            &self,
+            member: &MemberId,
+            after_seq: u64,
+            limit: usize,
+        ) -> StoreResult<Vec<AuditEvent>> {
+            self.inner.audit(member, after_seq, limit).await
+        }
+        async fn put_profile(&self, profile: &MemberProfile) -> StoreResult<()> {
+            self.inner.put_profile(profile).await
+        }
+        async fn profile(&self, member: &MemberId) -> StoreResult<MemberProfile> {
+            self.inner.profile(member).await
+        }
+        async fn budget_used(&self, budget: &str) -> StoreResult<Points> {
+            self.inner.budget_used(budget).await
+        }
+        async fn reconcile(&self) -> StoreResult<ReconcileReport> {
+            self.inner.reconcile().await
+        }
+    }
+
+    fn arg<T: std::str::FromStr>(args: &[String], i: usize, default: T) -> T {
+        args.get(i).and_then(|a| a.parse().ok()).unwrap_or(default)
+    }
+
+    fn producer(brokers: &str) -> Result<FutureProducer, Error> {
+        Ok(ClientConfig::new()
+            .set("bootstrap.servers", brokers)
+            .set("acks", "all")
+            .set("linger.ms", "0")
+            .create()?)
+    }
+
+    /// (id, member key, JSON line) of generated transactions.
+    fn transactions(count: usize, prefix: &str) -> Result<Vec<(String, String, String)>, Error> {
+        let config = GeneratorConfig {
+            seed: 5,
+            transactions: count,
+            members: 10_000,
+            id_prefix: prefix.into(),
+            ..GeneratorConfig::default()
+        };
+        Ok(Generator::new(config)?
+            .map(|tx| {
+                (
+                    tx.id.as_str().to_string(),
+                    tx.member.as_str().to_string(),
+                    tx.to_json_string(),
+                )
+            })
+            .collect())
+    }
+
+    /// Produces `records` at `rate` per second (all of them at once when
+    /// `rate` is 0), noting each send instant; waits for the deliveries.
+    async fn produce_at(
+        producer: &FutureProducer,
+        topic: &str,
+        records: &[(String, String, String)],
+        rate: u64,
+        clock: &Clock,
+    ) -> Result<Duration, Error> {
+        let started = Instant::now();
+        let mut tick = tokio::time::interval(Duration::from_micros(1_000_000 / rate.max(1)));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+        let mut pending = Vec::with_capacity(records.len());
+        for (id, key, line) in records {
+            if rate > 0 {
+                tick.tick().await;
+            }
+            clock.sent(id);
+            let record = FutureRecord::to(topic).key(key).payload(line);
+            pending.push(producer.send_result(record).map_err(|(e, _)| e)?);
+        }
+        let offered = started.elapsed();
+        for delivery in pending {
+            delivery.await?.map_err(|(e, _)| e)?;
+        }
+        Ok(offered)
+    }
+
+    async fn wait_done(clock: &Clock, want: u64, limit: Duration) -> Result<(), Error> {
+        let deadline = Instant::now() + limit;
+        while clock.done.load(Ordering::Relaxed) < want {
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "only {} of {want} done after {limit:?}",
+                    clock.done.load(Ordering::Relaxed)
+                )
+                .into());
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        Ok(())
+    }
+
+    /// Broker only: produce → consume in a group, no processing.
+    async fn baseline(
+        brokers: &str,
+        rate: u64,
+        seconds: u64,
+    ) -> Result<(Duration, Duration, Duration), Error> {
+        let topic = unique_ident("load_base");
+        create_topics(brokers, &[(&topic, 4)]).await?;
+        let consumer: StreamConsumer = ClientConfig::new()
+            .set("bootstrap.servers", brokers)
+            .set("group.id", unique_ident("load_base_group"))
+            .set("enable.auto.commit", "true")
+            .set("auto.offset.reset", "earliest")
+            .set("fetch.wait.max.ms", "5")
+            .create()?;
+        consumer.subscribe(&[&topic])?;
+        let clock = Arc::new(Clock::default());
+        let reader = {
+            let clock = clock.clone();
+            tokio::spawn(async move {
+                loop {
+                    match consumer.recv().await {
+                        Ok(m) => {
+                            if let Some(Ok(id)) = m.key_view::<str>() {
+                                clock.observe(id);
+                            }
+                        }
+                        Err(e) => eprintln!("baseline consumer: {e}"),
+                    }
+                }
+            })
+        };
+        // Let the consumer join its group before the clock starts.
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let count = rate * seconds;
+        // The key is the id here: only the latency matters.
+        let records: Vec<(String, String, String)> = transactions(count as usize, "base-")?
+            .into_iter()
+            .map(|(id, _, line)| (id.clone(), id, line))
+            .collect();
+        let offered = produce_at(&producer(brokers)?, &topic, &records, rate, &clock).await?;
+        wait_done(&clock, count, Duration::from_secs(120)).await?;
+        reader.abort();
+        println!("broker only: {count} at {rate}/s offered over {offered:.1?}");
+        Ok(clock.report("broker only (produce -> consume)"))
+    }
+
+    async fn full_pipeline(
+        pg: &rewards_store::postgres::PgConfig,
+        prefix: &str,
+        clock: Arc<Clock>,
+        metrics: Arc<Metrics>,
+    ) -> Result<Pipeline, Error> {
+        use rewards_store::cached::{CachedStore, CachedStoreConfig};
+        use rewards_store::postgres::PgStore;
+        use rewards_store::redis::{RedisCache, RedisCacheConfig};
+        let store = CachedStore::new(
+            PgStore::connect(pg.clone(), rewards_core::ledger::LedgerConfig::default()).await?,
+            RedisCache::new(RedisCacheConfig::single(redis_url()).key_prefix(prefix))?,
+            CachedStoreConfig::default(),
+        );
+        let plan: Arc<dyn Evaluator> = Arc::new(plan(None));
+        let programs = Arc::new(ProgramRegistry::single(plan, metrics.clone()));
+        Ok(Pipeline::with_config(
+            Arc::new(Timed {
+                inner: store,
+                clock,
+            }),
+            programs,
+            Arc::new(MemoryDeadLetters::new()),
+            metrics,
+            PipelineConfig::default(),
+        ))
+    }
+
+    /// Runs the pipeline over `topic` until `want` transactions are
+    /// durable (or dead-lettered); returns the time from start to done.
+    async fn consume(
+        brokers: &str,
+        topic: &str,
+        pipeline: Pipeline,
+        clock: &Clock,
+        want: u64,
+        started_with: impl std::future::Future<Output = Result<(), Error>>,
+    ) -> Result<Duration, Error> {
+        let metrics = pipeline.metrics().clone();
+        let mut source = KafkaSource::new(
+            KafkaConfig::new(brokers, &unique_ident("load_group"), topic),
+            metrics.clone(),
+        )?;
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let running = tokio::spawn(async move {
+            pipeline
+                .run(&mut source, async {
+                    let _ = stopped.await;
+                })
+                .await
+        });
+        let started = Instant::now();
+        started_with.await?;
+        let deadline = Instant::now() + Duration::from_secs(600);
+        loop {
+            let settled = clock.done.load(Ordering::Relaxed) + metrics.dead_letters_total();
+            if settled >= want {
+                break;
+            }
+            if Instant::now() > deadline {
+                return Err(format!("only {settled} of {want} settled after 600 s").into());
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let elapsed = started.elapsed();
+        let _ = stop.send(());
+        let report = running.await??;
+        println!("  run report: {report:?}");
+        Ok(elapsed)
+    }
+
+    pub async fn run(args: &[String]) -> Result<(), Error> {
+        let rate: u64 = arg(args, 2, 1000).max(1);
+        let seconds: u64 = arg(args, 3, 60).max(1);
+        let brokers: String = arg(args, 4, "127.0.0.1:9092".to_string());
+        let backlog: u64 = arg(args, 5, 20_000);
+
+        let (b50, b95, b99) = baseline(&brokers, rate, seconds).await?;
+
+        let pg = rewards_store::postgres::PgConfig::new(database_url())
+            .with_schema(unique_ident("load"));
+        rewards_store::postgres::migrate_with_config(&pg).await?;
+        let prefix = unique_ident("load");
+        let result = async {
+            // End to end at the offered rate.
+            let topic = unique_ident("load_e2e");
+            create_topics(&brokers, &[(&topic, 4)]).await?;
+            let clock = Arc::new(Clock::default());
+            let metrics = Arc::new(Metrics::new());
+            let count = rate * seconds;
+            let records = transactions(count as usize, "e2e-")?;
+            let pipeline = full_pipeline(&pg, &prefix, clock.clone(), metrics.clone()).await?;
+            let producer = producer(&brokers)?;
+            let elapsed = consume(&brokers, &topic, pipeline, &clock, count, async {
+                // Let the consumer join its group before the clock starts.
+                tokio::time::sleep(Duration::from_secs(3)).await;
+                let offered = produce_at(&producer, &topic, &records, rate, &clock).await?;
+                println!("end to end: {count} at {rate}/s offered over {offered:.1?}");
+                Ok(())
+            })
+            .await?;
+            println!("  settled {elapsed:.1?} after the consumer started");
+            let (e50, e95, e99) =
+                clock.report("end to end (produce -> durable in PostgreSQL + Redis)");
+            super::print_histogram("  store append", &metrics.append_us);
+            super::print_histogram("  receipt -> ack", &metrics.pipeline_us);
+            println!(
+                "  batches: {} calls, mean {} tx/call",
+                metrics.batch_size.count(),
+                metrics.batch_size.sum() / metrics.batch_size.count().max(1)
+            );
+
+            // Max sustained rate: drain a backlog.
+            let topic = unique_ident("load_backlog");
+            create_topics(&brokers, &[(&topic, 4)]).await?;
+            let clock = Arc::new(Clock::default());
+            let metrics = Arc::new(Metrics::new());
+            let records = transactions(backlog as usize, "backlog-")?;
+            produce_at(&producer, &topic, &records, 0, &clock).await?;
+            let pipeline = full_pipeline(&pg, &prefix, clock.clone(), metrics.clone()).await?;
+            let elapsed = consume(&brokers, &topic, pipeline, &clock, backlog, async {
+                Ok(())
+            })
+            .await?;
+            let per_s = u128::from(backlog) * 1000 / elapsed.as_millis().max(1);
+            println!(
+                "max sustained: {backlog} backlog drained in {elapsed:.1?} = {per_s} tx/s \
+                 (mean batch {})",
+                metrics.batch_size.sum() / metrics.batch_size.count().max(1)
+            );
+            let ratio = |e: Duration, b: Duration| e.as_micros() * 100 / b.as_micros().max(1);
+            println!(
+                "summary: broker p50/p95/p99 {b50:.1?}/{b95:.1?}/{b99:.1?}; end to end \
+                 {e50:.1?}/{e95:.1?}/{e99:.1?}; p95 ratio {}%; max sustained {per_s} tx/s",
+                ratio(e95, b95)
+            );
+            Ok::<(), Error>(())
+        }
+        .await;
+        let _ = rewards_store::postgres::drop_schema(&pg).await;
+        if let Ok(cache) = rewards_store::redis::RedisCache::new(
+            rewards_store::redis::RedisCacheConfig::single(redis_url()).key_prefix(&prefix),
+        ) {
+            let _ = rewards_core::store::BalanceCache::clear(&cache).await;
+        }
+        result
+    }
 }

@@ -1,8 +1,15 @@
 //! Test support: a small real [`Evaluator`] (points per whole currency
 //! unit), a store wrapper that fails transiently on demand, and helpers to
-//! write transactions as JSON lines.
+//! write transactions as JSON lines; Kafka helpers (`kafka`), private
+//! service instances (`services`) and the fault rig (`fault`).
 
 #![allow(dead_code)]
+
+#[cfg(feature = "kafka")]
+pub mod fault;
+#[cfg(feature = "kafka")]
+pub mod kafka;
+pub mod services;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Duration, TimeZone, Utc};
