@@ -965,12 +965,25 @@ async fn write_all(
     )
     .map_err(pg("prepare writes"))?;
 
-    let (inbox_rows, records_n, _, _, _, members_n, budget_rows, _, _) = tokio::try_join!(
+    // Every result is awaited, then the inbox insert's looked at first: its
+    // error is the cause when later statements only report the aborted
+    // transaction.
+    let (
+        inbox_rows,
+        records_n,
+        postings_n,
+        lots_n,
+        counters_n,
+        members_n,
+        budget_rows,
+        events_n,
+        outbox_n,
+    ) = tokio::join!(
         async {
             if i_id.is_empty() {
-                Ok(Vec::new())
+                Ok(0)
             } else {
-                tx.query(
+                tx.execute(
                     &s_inbox,
                     &[
                         &i_id, &i_key, &i_fp, &i_receipt, &i_record, &i_status, &i_lapse,
@@ -1088,10 +1101,28 @@ async fn write_all(
                 tx.execute(&s_outbox, &[&o_body]).await
             }
         },
-    )
-    .map_err(pg("write entries"))?;
+    );
+    // A plain insert (no speculative `ON CONFLICT`, cheaper): a request id
+    // taken meanwhile by another member's unit (whose row the loads could
+    // not see) is a unique violation; the unit runs again and then finds
+    // the row. (Postings and events are keyed by member and sequence, which
+    // the member row lock makes unique.)
+    let inbox_rows = inbox_rows.map_err(|e| {
+        if e.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION) {
+            UnitError::Race("a request id was written concurrently")
+        } else {
+            UnitError::Pg(PgError::from_pg("write entries", e))
+        }
+    })?;
+    let w = pg("write entries");
+    let records_n = records_n.map_err(&w)?;
+    let members_n = members_n.map_err(&w)?;
+    let budget_rows = budget_rows.map_err(&w)?;
+    for n in [postings_n, lots_n, counters_n, events_n, outbox_n] {
+        n.map_err(&w)?;
+    }
 
-    if inbox_rows.len() != i_id.len() {
+    if inbox_rows != i_id.len() as u64 {
         return Err(UnitError::Race("a request id was written concurrently"));
     }
     if members_n != m_key.len() as u64 {

@@ -112,8 +112,7 @@ impl Sql {
             insert_inbox: format!(
                 "INSERT INTO {s}.inbox (id, member_key, fingerprint, receipt, record, status, lapse_at) \
                  SELECT * FROM unnest($1::text[], $2::bigint[], $3::bytea[], $4::text[], \
-                                      $5::text[], $6::text[], $7::timestamptz[]) \
-                 ON CONFLICT (id) DO NOTHING RETURNING id"
+                                      $5::text[], $6::text[], $7::timestamptz[])"
             ),
             update_records: format!(
                 "UPDATE {s}.inbox i SET record = u.record, status = u.status, lapse_at = u.lapse_at \
