@@ -242,6 +242,10 @@ pub struct Metrics {
     pub offset_commit_errors: AtomicU64,
     /// Program reloads (plan swaps).
     pub plan_swaps: AtomicU64,
+    /// Outbox events the relay published (the broker acknowledged them).
+    pub outbox_published: AtomicU64,
+    /// Outbox relay rounds that failed (store or broker) and were retried.
+    pub outbox_relay_errors: AtomicU64,
     job_runs: [AtomicU64; 4],
     job_failures: [AtomicU64; 4],
     /// Evaluation time per transaction, microseconds.
@@ -283,6 +287,8 @@ impl Metrics {
             offset_commits: AtomicU64::new(0),
             offset_commit_errors: AtomicU64::new(0),
             plan_swaps: AtomicU64::new(0),
+            outbox_published: AtomicU64::new(0),
+            outbox_relay_errors: AtomicU64::new(0),
             job_runs: std::array::from_fn(|_| AtomicU64::new(0)),
             job_failures: std::array::from_fn(|_| AtomicU64::new(0)),
             evaluation_us: Histogram::new(&LATENCY_BUCKETS_US),
@@ -436,6 +442,18 @@ impl Metrics {
             "rewards_plan_swaps_total",
             "Ruleset plans swapped in by hot reload.",
             load(&self.plan_swaps),
+        );
+        counter(
+            &mut out,
+            "rewards_outbox_published_total",
+            "Outbox events published to the outcomes topic.",
+            load(&self.outbox_published),
+        );
+        counter(
+            &mut out,
+            "rewards_outbox_relay_errors_total",
+            "Outbox relay rounds that failed and were retried.",
+            load(&self.outbox_relay_errors),
         );
         header(
             &mut out,

@@ -26,11 +26,15 @@
 //! the store circuit breaker is open it also pauses its partitions (no
 //! fetching) and resumes them when the store answers again.
 //!
+//! **Outcomes.** [`OutboxRelay`] publishes the store's transactional
+//! outbox to an outcomes topic (see [`outbox`]).
+//!
 //! **Consumer lag** comes from librdkafka statistics
 //! (`statistics.interval.ms`, default 1 s here) into
 //! `rewards_consumer_lag_messages`.
 
 pub mod offsets;
+pub mod outbox;
 
 use async_trait::async_trait;
 use chrono::{TimeZone, Utc};
@@ -58,6 +62,7 @@ use crate::source::{Ack, AckHandle, Delivery, Disposition, Feed, Origin, Payload
 use crate::RuntimeError;
 
 pub use offsets::{OffsetTracker, TopicPartition};
+pub use outbox::{OutboxRelay, OutboxRelayConfig, RelayReport};
 
 /// Header names of a dead-letter record.
 pub mod headers {
