@@ -102,7 +102,7 @@ echo "| pgbench single-row INSERT commits, 8 clients | $(fmt "$PG1") | commits/s
 echo "| pgbench 100-row INSERT batch, 8 clients | $(fmt "$PG100") tx = $(fmt "$PG100_ROWS") rows | one statement, one commit per 100 rows |"
 echo "| redis-benchmark SET / GET, 50 clients | $(fmt "$RSET") / $(fmt "$RGET") | unpipelined |"
 echo "| redis-benchmark SET / GET, 50 clients, -P 16 | $(fmt "$RPSET") / $(fmt "$RPGET") | pipelined |"
-awk -F'|' '/^\| (single|batch|pipeline)\// {gsub(/^ +| +$/, "", $2); gsub(/^ +| +$/, "", $3); gsub(/^ +| +$/, "", $5); gsub(/^ +| +$/, "", $10); printf "| store-load %s | %s outcomes | %s per call; %s |\n", $2, $3, $5, $10}' "$WORK/store-load.out"
+awk -F'|' '/^\| (hand|single|batch|pipeline)\// {gsub(/^ +| +$/, "", $2); gsub(/^ +| +$/, "", $3); gsub(/^ +| +$/, "", $5); gsub(/^ +| +$/, "", $10); printf "| store-load %s | %s outcomes | %s per call; %s |\n", $2, $3, $5, $10}' "$WORK/store-load.out"
 awk -F'|' '/^\| Redis cache|^\| PostgreSQL alone/ {gsub(/^ +| +$/, "", $2); printf "| balance read: %s | p50/p95/p99 %s/%s/%s ms | one caller, sequential |\n", $2, $4, $5, $6}' "$WORK/store-load.out"
 echo
 echo "load average (1/5/15 min) start, after pgbench x2, after redis, after store-load: ${LOADS[*]}"

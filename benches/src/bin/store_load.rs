@@ -25,8 +25,9 @@ use rewards_benches::store_load::{
     about = "Durable throughput and balance-read latency on PostgreSQL + Redis"
 )]
 struct Args {
-    /// Comma-separated modes (`single/1`, `single/8`, `batch/4x1000`,
-    /// `pipeline/4x1000`, each optionally `+redis`); default: all of them.
+    /// Comma-separated modes (`hand/1x1`, `hand/4x1000`, `single/1`,
+    /// `single/8`, `batch/4x1000`, `pipeline/4x1000`, each but `hand`
+    /// optionally `+redis`); default: all of them.
     #[arg(long, value_delimiter = ',')]
     modes: Vec<String>,
     /// Time limit per mode, seconds.

@@ -11,6 +11,7 @@
 //! cached, its own Redis key prefix; both are removed at the end of the
 //! mode unless [`Settings::keep`] is set.
 
+pub mod hand;
 mod modes;
 pub mod stats;
 
@@ -98,6 +99,16 @@ pub enum Drive {
         /// Outcomes per `append_batch` (at most 1000).
         per_batch: usize,
     },
+    /// The hand-written baseline ([`hand`]): the same shape of writes
+    /// (inbox, postings, balance upsert, audit row) without the store,
+    /// `per_tx` outcomes per database transaction, `workers` connections
+    /// partitioned by member; no evaluation.
+    Hand {
+        /// Workers (= connections).
+        workers: usize,
+        /// Outcomes per database transaction.
+        per_tx: usize,
+    },
     /// The runtime `Pipeline` (JSON-lines source in memory → decode →
     /// view → Plan → append/append_batch → ack), `workers` workers,
     /// adaptive batches of up to `max_batch`.
@@ -125,6 +136,7 @@ impl Mode {
             Drive::Single { workers } => format!("single/{workers}"),
             Drive::Batch { workers, per_batch } => format!("batch/{workers}x{per_batch}"),
             Drive::Pipeline { workers, max_batch } => format!("pipeline/{workers}x{max_batch}"),
+            Drive::Hand { workers, per_tx } => format!("hand/{workers}x{per_tx}"),
         };
         if self.cached {
             format!("{base}+redis")
@@ -144,7 +156,7 @@ impl Mode {
             "single" => Drive::Single {
                 workers: rest.parse().ok()?,
             },
-            "batch" | "pipeline" => {
+            "batch" | "pipeline" | "hand" => {
                 let (w, n) = rest.split_once('x')?;
                 let (workers, n) = (w.parse().ok()?, n.parse().ok()?);
                 if kind == "batch" {
@@ -152,6 +164,8 @@ impl Mode {
                         workers,
                         per_batch: n,
                     }
+                } else if kind == "hand" {
+                    Drive::Hand { workers, per_tx: n }
                 } else {
                     Drive::Pipeline {
                         workers,
@@ -165,9 +179,18 @@ impl Mode {
     }
 }
 
-/// The modes of the issue: single on 1 and 8 connections, batch on 4
+/// The modes of the issue: the hand-written baseline (one outcome per
+/// database transaction on 1 and 8 connections, `per_batch` per
+/// transaction on 4), then single on 1 and 8 connections and batch on 4
 /// workers, each without and with Redis, then the pipeline with Redis.
 pub fn standard_modes(per_batch: usize) -> Vec<Mode> {
+    let mut modes: Vec<Mode> = [(1, 1), (8, 1), (4, per_batch)]
+        .into_iter()
+        .map(|(workers, per_tx)| Mode {
+            drive: Drive::Hand { workers, per_tx },
+            cached: false,
+        })
+        .collect();
     let drives = [
         Drive::Single { workers: 1 },
         Drive::Single { workers: 8 },
@@ -176,7 +199,6 @@ pub fn standard_modes(per_batch: usize) -> Vec<Mode> {
             per_batch,
         },
     ];
-    let mut modes = Vec::new();
     for drive in drives {
         for cached in [false, true] {
             modes.push(Mode { drive, cached });

@@ -350,7 +350,7 @@ pub async fn run_mode(
     reads: bool,
 ) -> Result<(ModeReport, Option<ReadReport>), BoxError> {
     let pool = match mode.drive {
-        Drive::Single { workers } => workers,
+        Drive::Single { workers } | Drive::Hand { workers, .. } => workers,
         Drive::Batch { .. } | Drive::Pipeline { .. } => 8,
     };
     let env = open(settings, mode.cached, pool).await?;
@@ -411,6 +411,37 @@ async fn run_in(
             }
             while let Some(joined) = set.join_next().await {
                 stats.merge(joined??);
+            }
+            elapsed = started.elapsed();
+        }
+        Drive::Hand { workers, per_tx } => {
+            let _progress = Progress::start(settings.progress, mode.name(), done.clone());
+            let pg = match &env.backend {
+                Backend::Pg(pg) => pg.clone(),
+                Backend::Cached(_) => {
+                    return Err("the hand-written baseline runs without Redis".into())
+                }
+            };
+            super::hand::create_tables(&pg, &env.config.schema).await?;
+            let started = Instant::now();
+            let deadline = started + limit;
+            let mut set = JoinSet::new();
+            for part in workload.partition(workers) {
+                set.spawn(super::hand::worker(
+                    pg.clone(),
+                    env.config.schema.clone(),
+                    part,
+                    per_tx.clamp(1, rewards_core::store::MAX_BATCH_ITEMS),
+                    deadline,
+                    done.clone(),
+                ));
+            }
+            while let Some(joined) = set.join_next().await {
+                let (written, latencies) = joined??;
+                stats.applied += written;
+                stats.calls += latencies.len() as u64;
+                stats.store_us += latencies.iter().sum::<u64>();
+                stats.call_lat.extend(latencies);
             }
             elapsed = started.elapsed();
         }
@@ -488,7 +519,19 @@ async fn run_in(
         .map(|t| t.member.clone())
         .collect();
     let members = spread(members, usize::MAX);
-    let reconciliation = reconcile(env, &stats, &members, settings.sample).await?;
+    let reconciliation = match mode.drive {
+        Drive::Hand { .. } => {
+            let (inbox_rows, drift) =
+                super::hand::reconcile(env.backend.pg(), &env.config.schema).await?;
+            Reconciliation {
+                drift,
+                inbox_rows,
+                applied: stats.applied,
+                ..Reconciliation::default()
+            }
+        }
+        _ => reconcile(env, &stats, &members, settings.sample).await?,
+    };
     let (call_latency, tx_latency) = match pipeline_latency {
         Some(p) => p,
         None => (
