@@ -264,9 +264,10 @@ pub async fn check_idempotency(store: &dyn LedgerStore) {
 fn summary(
     r: &crate::error::Result<crate::ledger::Receipt>,
 ) -> Result<crate::ledger::Receipt, ErrorKind> {
-    r.as_ref()
-        .map(Clone::clone)
-        .map_err(crate::error::Error::kind)
+    match r {
+        Ok(receipt) => Ok(receipt.clone()),
+        Err(e) => Err(e.kind()),
+    }
 }
 
 /// Batches: one `append_batch` gives exactly what appending its items one
@@ -501,11 +502,14 @@ pub async fn check_outbox(store: &dyn LedgerStore) {
         (bad.clone(), outcome(&bad, &[])),
         (r1.clone(), outcome(&r1, &[])),
     ];
-    for r in store.append_batch(&batch).await.expect("batch") {
-        if let Ok(r) = r {
-            receipts.push(r);
-        }
-    }
+    receipts.extend(
+        store
+            .append_batch(&batch)
+            .await
+            .expect("batch")
+            .into_iter()
+            .flatten(),
+    );
     receipts.push(
         store
             .redeem(&Redemption {
