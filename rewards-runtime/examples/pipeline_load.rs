@@ -28,6 +28,10 @@
 //!    first, then drained by a fresh pipeline: durable transactions per
 //!    second.
 //!
+//! `REWARDS_LOAD_WORKERS` (pipeline workers, default 4) and
+//! `REWARDS_LOAD_PG_POOL` (PostgreSQL connections, default 8) change the
+//! full mode's settings.
+//!
 //! Latencies are exact (each message's send instant against the instant
 //! it was consumed / made durable, one clock), printed as p50/p95/p99/max.
 
@@ -556,8 +560,15 @@ mod full {
         use rewards_store::cached::{CachedStore, CachedStoreConfig};
         use rewards_store::postgres::PgStore;
         use rewards_store::redis::{RedisCache, RedisCacheConfig};
+        let mut pg = pg.clone();
+        if let Some(size) = std::env::var("REWARDS_LOAD_PG_POOL")
+            .ok()
+            .and_then(|v| v.parse().ok())
+        {
+            pg.pool_size = size;
+        }
         let store = CachedStore::new(
-            PgStore::connect(pg.clone(), rewards_core::ledger::LedgerConfig::default()).await?,
+            PgStore::connect(pg, rewards_core::ledger::LedgerConfig::default()).await?,
             RedisCache::new(RedisCacheConfig::single(redis_url()).key_prefix(prefix))?,
             CachedStoreConfig::default(),
         );
@@ -571,7 +582,13 @@ mod full {
             programs,
             Arc::new(MemoryDeadLetters::new()),
             metrics,
-            PipelineConfig::default(),
+            PipelineConfig {
+                workers: std::env::var("REWARDS_LOAD_WORKERS")
+                    .ok()
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(PipelineConfig::default().workers),
+                ..PipelineConfig::default()
+            },
         ))
     }
 

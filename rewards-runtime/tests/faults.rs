@@ -323,8 +323,8 @@ async fn two_workers_in_one_group_one_killed_lose_and_double_nothing() {
         .await;
         tokio::time::sleep(Duration::from_millis(rng.below(500))).await;
         let victim = usize::try_from(rng.below(2)).expect("index");
-        kill(&mut workers[victim]);
-        workers.remove(victim);
+        let mut killed = workers.remove(victim);
+        kill(&mut killed);
         faults += 1;
         // Replaced, except after the last kill: then the survivor must
         // finish alone.
