@@ -147,6 +147,16 @@ pub trait CacheBackend: BalanceCache {
         }
         Ok(done)
     }
+
+    /// [`BalanceCache::evict`] for several `(member, min_version)` pairs
+    /// (the Redis cache: one pipelined round trip); the default evicts one
+    /// at a time.
+    async fn evict_many(&self, members: &[(&MemberId, u64)]) -> Result<()> {
+        for (member, min_version) in members {
+            self.evict(member, *min_version).await?;
+        }
+        Ok(())
+    }
 }
 
 /// How many recent entries [`CachedStore`] keeps per member in the core's
@@ -722,9 +732,12 @@ where
     /// Writes a batch's commits through in one cache call: each member's
     /// consecutive commits merged into one update (balances and tier of the
     /// last, every new recent entry), members the cache may not be written
-    /// for recorded as dirty. If the call fails, every member it carried
-    /// is recorded as dirty (reads of them go to the store until the repair
-    /// has evicted their entries): a failure costs no further round trip.
+    /// for recorded as dirty. If the call fails (a timeout: it may still
+    /// land later, and the version guard then refuses it), every member it
+    /// carried is evicted with a guard at its commit's version in one more
+    /// call, as after one failed commit; if that fails too, they are
+    /// recorded as dirty (reads of them go to the store until the repair
+    /// has evicted their entries).
     async fn write_through_batch(
         &self,
         items: &[(Transaction, Outcome)],
@@ -828,13 +841,31 @@ where
                 }
             }
             Err(CacheFailed) => {
-                for (update, n) in updates.iter().zip(&commits) {
+                for n in &commits {
                     stats
                         .write_through_failures
                         .fetch_add(*n, Ordering::Relaxed);
-                    self.inner.breaker.mark_dirty(update.member);
                 }
-                self.kick();
+                // As for one commit: evict every member with a guard at its
+                // commit's version (one call); if even that fails, or the
+                // breaker opened, record them as dirty.
+                let guards: Vec<(&MemberId, u64)> =
+                    updates.iter().map(|u| (u.member, u.version)).collect();
+                let evicted = self.inner.breaker.state() == BreakerState::Closed
+                    && self
+                        .call(bound, self.inner.cache.evict_many(&guards))
+                        .await
+                        .is_ok();
+                if evicted {
+                    stats
+                        .evictions
+                        .fetch_add(guards.len() as u64, Ordering::Relaxed);
+                } else {
+                    for (member, _) in &guards {
+                        self.inner.breaker.mark_dirty(member);
+                    }
+                    self.kick();
+                }
             }
         }
     }

@@ -354,6 +354,20 @@ async fn batched_commits_keep_the_version_guard(cache: RedisCache) {
         CachePut::Stale { current: 5 }
     );
     assert!(cache.apply_commits(&[]).await.unwrap().is_empty());
+    // Batched evictions: a guard at max(min_version, cached version).
+    let guards: Vec<(&MemberId, u64)> =
+        members.iter().map(|m| (m, 10)).chain([(&gap, 1)]).collect();
+    let guarded = cache.evict_many(&guards).await.unwrap();
+    assert_eq!(guarded.len(), members.len() + 1);
+    assert!(guarded[..members.len()].iter().all(|v| *v == 10));
+    assert_eq!(guarded[members.len()], 5, "the newer guard stays");
+    for m in &members {
+        assert_eq!(cache.get(m).await.unwrap(), None);
+        assert_eq!(
+            cache.put(&entry(m, 9, 9, vec![])).await.unwrap(),
+            CachePut::Stale { current: 10 }
+        );
+    }
     cache.clear().await.unwrap();
 }
 

@@ -456,6 +456,52 @@ async fn a_batch_writes_through_every_member_in_order() {
     cached.cache().inner.clear().await.unwrap();
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_batch_write_through_evicts_every_member_with_a_guard() {
+    let cached = setup("batch-fail", 5);
+    let s = Scope::new("batch-fail");
+    let members: Vec<MemberId> = (0..4).map(|i| s.member(&format!("m{i}"))).collect();
+    for m in &members {
+        buy(&cached, &s, m, &format!("{m}-0"), 1).await;
+    }
+    let before: Vec<CachedMember> = {
+        let mut v = Vec::new();
+        for m in &members {
+            v.push(raw(&cached, m).await.expect("written through"));
+        }
+        v
+    };
+    cached.cache().fail_apply.store(true, Ordering::SeqCst);
+    let mut items = Vec::new();
+    for round in 1..3 {
+        for m in &members {
+            let p = purchase(&s.id(&format!("{m}-{round}")), m, "10.00", year(2090));
+            let o = outcome(&p, &[("base", 2)]);
+            items.push((p, o));
+        }
+    }
+    let results = cached.append_batch(&items).await.unwrap();
+    assert!(results.iter().all(|r| r.is_ok()));
+    cached.cache().fail_apply.store(false, Ordering::SeqCst);
+    let health = cached.health();
+    assert_eq!(health.write_through_failures, 8, "{health:?}");
+    assert_eq!(health.evictions, 4, "one guard per member: {health:?}");
+    assert_eq!(health.breaker_counters.dirty, 0, "{health:?}");
+    for (m, old) in members.iter().zip(&before) {
+        assert_eq!(raw(&cached, m).await, None, "{m}: evicted, not stale");
+        // The guard sits at the member's last commit of the batch.
+        assert_eq!(
+            BalanceCache::put(&cached.cache().inner, old).await.unwrap(),
+            CachePut::Stale { current: 3 }
+        );
+        let b = cached.balance(m).await.unwrap();
+        assert_eq!(b, cached.store().balance(m).await.unwrap());
+        assert_eq!(b.version, 3);
+        entry_matches_store(&cached, m).await;
+    }
+    cached.cache().inner.clear().await.unwrap();
+}
+
 /// The wrapper over the core's in-memory cache (the default `apply_commit`
 /// built from `get`/`put`/`evict`): the whole conformance suite, then every
 /// cached entry equals the store.

@@ -539,6 +539,21 @@ async fn run_in(
             Percentiles::of(std::mem::take(&mut stats.tx_lat)),
         ),
     };
+    if let Some(c) = env.backend.cached() {
+        let h = c.health();
+        eprintln!(
+            "  cache: {} write-throughs, {} guards, {} stale, {} failures, {} store-only, {} evictions, {} errors ({} timeouts), breaker {:?}",
+            h.write_throughs,
+            h.write_through_guards,
+            h.stale_refused,
+            h.write_through_failures,
+            h.store_only_writes,
+            h.evictions,
+            h.errors,
+            h.timeouts,
+            h.breaker
+        );
+    }
     let write_through = env.backend.cached().map(|c| {
         let l = c.health().write_through_latency;
         Percentiles {

@@ -345,7 +345,7 @@ impl RedisCache {
             })
             .collect();
         let slots: Vec<&str> = keys.iter().map(|(bal, _)| bal.as_str()).collect();
-        let replies = self
+        let replies: Vec<(i64, String)> = self
             .run_scripts("apply batch", &self.scripts.apply, &calls, &slots)
             .await?;
         updates
@@ -401,7 +401,7 @@ impl RedisCache {
             })
             .collect();
         let slots: Vec<&str> = keys.iter().map(|(bal, _)| bal.as_str()).collect();
-        let replies = self
+        let replies: Vec<(i64, String)> = self
             .run_scripts("put batch", &self.scripts.put, &calls, &slots)
             .await?;
         entries
@@ -425,13 +425,16 @@ impl RedisCache {
     /// in call order. When the server does not know the script yet
     /// (`NOSCRIPT`: nothing of the batch ran), it is loaded and the batch
     /// sent once more. The whole exchange is one bounded operation.
-    async fn run_scripts(
+    async fn run_scripts<T>(
         &self,
         op: &'static str,
         script: &Script,
         calls: &[ScriptInvocation<'_>],
         slots: &[&str],
-    ) -> Result<Vec<(i64, String)>, RedisCacheError> {
+    ) -> Result<Vec<T>, RedisCacheError>
+    where
+        T: ::redis::FromRedisValue + Send + 'static,
+    {
         // One pipeline per group of call indexes.
         let mut groups: Vec<(Vec<usize>, ::redis::Pipeline)> = Vec::new();
         match self.connector.target() {
@@ -469,6 +472,47 @@ impl RedisCache {
             }
         })
         .await
+    }
+
+    /// [`RedisCache::evict`] for several members in one pipelined round
+    /// trip (per hash slot on a cluster); returns each guarded version.
+    pub async fn evict_many(
+        &self,
+        members: &[(&MemberId, u64)],
+    ) -> Result<Vec<u64>, RedisCacheError> {
+        if members.is_empty() {
+            return Ok(Vec::new());
+        }
+        let keys: Vec<(String, String)> = members
+            .iter()
+            .map(|(m, _)| {
+                (
+                    self.layout.balance(m.as_str()),
+                    self.layout.recent(m.as_str()),
+                )
+            })
+            .collect();
+        let calls: Vec<ScriptInvocation<'_>> = members
+            .iter()
+            .zip(&keys)
+            .map(|((_, min_version), (bal, recent))| {
+                let mut call = self.scripts.evict.prepare_invoke();
+                call.key(bal)
+                    .key(recent)
+                    .arg(encode_version(*min_version))
+                    .arg(self.tombstone_ttl_ms);
+                call
+            })
+            .collect();
+        let slots: Vec<&str> = keys.iter().map(|(bal, _)| bal.as_str()).collect();
+        let replies: Vec<String> = self
+            .run_scripts("evict batch", &self.scripts.evict, &calls, &slots)
+            .await?;
+        members
+            .iter()
+            .zip(replies)
+            .map(|((m, _), v)| parse_version(m, &v))
+            .collect()
     }
 
     /// Drops `member`'s entry, leaving a tombstone that refuses later puts
@@ -669,16 +713,19 @@ impl RedisCache {
 
 /// Sends each group's pipeline (concurrently when there are several) and
 /// puts the replies back in call order.
-async fn send_groups(
+async fn send_groups<T>(
     conn: Conn,
     groups: Arc<Vec<(Vec<usize>, ::redis::Pipeline)>>,
     n: usize,
-) -> RedisResult<Vec<(i64, String)>> {
-    let mut replies: Vec<Option<(i64, String)>> = vec![None; n];
+) -> RedisResult<Vec<T>>
+where
+    T: ::redis::FromRedisValue + Send + 'static,
+{
+    let mut replies: Vec<Option<T>> = (0..n).map(|_| None).collect();
     if groups.len() == 1 {
         let mut c = conn;
         let (indexes, pipe) = &groups[0];
-        let got: Vec<(i64, String)> = pipe.query_async(&mut c).await?;
+        let got: Vec<T> = pipe.query_async(&mut c).await?;
         for (i, reply) in indexes.iter().zip(got) {
             replies[*i] = Some(reply);
         }
@@ -688,7 +735,7 @@ async fn send_groups(
             let mut c = conn.clone();
             let groups = groups.clone();
             tasks.spawn(async move {
-                let got: RedisResult<Vec<(i64, String)>> = groups[g].1.query_async(&mut c).await;
+                let got: RedisResult<Vec<T>> = groups[g].1.query_async(&mut c).await;
                 (g, got)
             });
         }
@@ -777,6 +824,11 @@ impl CacheBackend for RedisCache {
         updates: &[CommitUpdate<'_>],
     ) -> rewards_core::error::Result<Vec<ApplyOutcome>> {
         Ok(RedisCache::apply_commits(self, updates).await?)
+    }
+
+    async fn evict_many(&self, members: &[(&MemberId, u64)]) -> rewards_core::error::Result<()> {
+        RedisCache::evict_many(self, members).await?;
+        Ok(())
     }
 }
 
