@@ -355,6 +355,10 @@ pub struct KafkaSettings {
     pub topic: String,
     /// The dead-letter topic (empty: dead letters go to a file in the state folder).
     pub dead_letter_topic: String,
+    /// The outcomes topic fed from the store's transactional outbox (one
+    /// event per applied transaction, key = member id, at least once:
+    /// consumers deduplicate on header `rewards-event-id`); empty: no relay.
+    pub outcomes_topic: String,
     /// How often acknowledged offsets are committed, milliseconds.
     pub commit_interval_ms: u64,
     /// Create the topics at start if missing (partitions).
@@ -370,6 +374,7 @@ impl Default for KafkaSettings {
             group_id: "rewards-daemon".into(),
             topic: "transactions".into(),
             dead_letter_topic: "transactions.dlq".into(),
+            outcomes_topic: String::new(),
             commit_interval_ms: 100,
             create_topics: None,
             settings: BTreeMap::new(),

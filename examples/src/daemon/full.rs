@@ -14,7 +14,9 @@ use serde_json::json;
 
 use rewards_core::ledger::LedgerConfig;
 use rewards_core::{LedgerStore, MemberId};
-use rewards_runtime::kafka::{create_topics, KafkaConfig, KafkaDeadLetters, KafkaSource};
+use rewards_runtime::kafka::{
+    create_topics, KafkaConfig, KafkaDeadLetters, KafkaSource, OutboxRelay, OutboxRelayConfig,
+};
 use rewards_runtime::{DeadLetterSink, Metrics, Source};
 use rewards_store::breaker::BreakerState;
 use rewards_store::cached::{CacheBackend, CachedStore, CachedStoreConfig, WarmPlan};
@@ -198,6 +200,9 @@ pub async fn kafka_source(
         if !k.dead_letter_topic.is_empty() {
             topics.push((k.dead_letter_topic.as_str(), partitions));
         }
+        if !k.outcomes_topic.is_empty() {
+            topics.push((k.outcomes_topic.as_str(), partitions));
+        }
         create_topics(&k.brokers, &topics)
             .await
             .map_err(|e| StartError::Input(format!("kafka: {e}")))?;
@@ -219,4 +224,25 @@ pub fn dead_letter_sink(config: &Config) -> Result<Arc<dyn DeadLetterSink>, Star
     let sink = KafkaDeadLetters::new(&k.brokers, &k.dead_letter_topic)
         .map_err(|e| StartError::Input(format!("kafka dead-letter topic: {e}")))?;
     Ok(Arc::new(sink))
+}
+
+/// The outbox relay of `config` (`kafka.outcomes_topic`), when one is
+/// configured: publishes the store's outbox to that topic.
+pub fn outbox_relay(
+    config: &Config,
+    store: Arc<dyn LedgerStore>,
+    metrics: Arc<Metrics>,
+) -> Result<Option<OutboxRelay>, StartError> {
+    let k = &config.kafka;
+    if k.outcomes_topic.is_empty() {
+        return Ok(None);
+    }
+    let relay = OutboxRelay::new(
+        store,
+        OutboxRelayConfig::new(&k.brokers, &k.outcomes_topic),
+        metrics,
+    )
+    .map_err(|e| StartError::Input(format!("kafka outcomes topic: {e}")))?;
+    tracing::info!(topic = %k.outcomes_topic, "outbox relay to the outcomes topic");
+    Ok(Some(relay))
 }

@@ -445,6 +445,21 @@ impl Daemon {
         }
         tracing::info!(%addr, "HTTP API listening");
 
+        #[cfg(feature = "full")]
+        if config.mode == Mode::Full {
+            if let Some(relay) =
+                full::outbox_relay(&config, store.clone(), runtime_metrics.clone())?
+            {
+                let mut stop = signal.clone();
+                tasks.push((
+                    "outbox",
+                    tokio::spawn(async move {
+                        relay.run(async move { stop.wait().await }).await;
+                    }),
+                ));
+            }
+        }
+
         if config.jobs.enabled {
             let runner = JobRunner::new(store.clone(), runtime_metrics.clone())
                 .with_schedule(schedule(&config));
