@@ -117,6 +117,7 @@ svg = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" font-f
        panel(0, "Compile a generated program", "log scale; median", [(r, c) for r, c, _ in points]),
        panel(W / 2, "Evaluate one transaction", "log scale; median", [(r, e) for r, _, e in points if e]),
        "</svg>"]
+os.makedirs(os.path.dirname(svg_out) or ".", exist_ok=True)
 with open(svg_out, "w") as f:
     f.write("\n".join(svg) + "\n")
 print(f"\nplot: {svg_out}")
