@@ -339,6 +339,11 @@ fn parts(c: &mut Criterion) {
 /// The benchmark group (`criterion_group!` makes an undocumented `pub fn`).
 #[allow(missing_docs)]
 mod group {
-    criterion::criterion_group!(benches, super::per_transaction, super::scaling, super::parts);
+    criterion::criterion_group!(
+        benches,
+        super::per_transaction,
+        super::scaling,
+        super::parts
+    );
 }
 criterion_main!(group::benches);

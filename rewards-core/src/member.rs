@@ -118,7 +118,7 @@ impl MemberView {
                     }
                 }
                 let found = found.get_mut(..n).unwrap_or_default();
-                found.sort_unstable_by(|a, b| b.0.cmp(&a.0));
+                found.sort_unstable_by_key(|f| std::cmp::Reverse(f.0));
                 return found
                     .iter()
                     .try_fold(Decimal::ZERO, |sum, (_, v)| sum.checked_add(*v));

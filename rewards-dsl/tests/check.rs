@@ -161,9 +161,9 @@ fn the_rule_limit_is_accepted_and_one_more_is_refused() {
         .unwrap_or_else(|d| panic!("{MAX_RULES} rules refused: {:?}", d.first()));
     assert_eq!(plan.rule_ids().count(), MAX_RULES);
     let over = many_rules(MAX_RULES + 1);
-    let diags = check_source(&over)
-        .err()
-        .expect("one rule too many is accepted");
+    let Err(diags) = check_source(&over) else {
+        panic!("one rule too many is accepted");
+    };
     let too_many: Vec<_> = diags.iter().filter(|d| d.code == Code::TooMany).collect();
     assert_eq!(too_many.len(), 1, "{diags:?}");
     assert!(
