@@ -152,7 +152,7 @@ impl<'de> Visitor<'de> for Check<'_> {
         // 64 attributes): a linear scan beats hashing at this size.
         let mut keys: Vec<Cow<'de, str>> = Vec::new();
         while let Some(key) = map.next_key::<Cow<'de, str>>()? {
-            if keys.iter().any(|k| *k == key) {
+            if keys.contains(&key) {
                 *self.found.borrow_mut() = Some(vec![Part::Key(key.into_owned())]);
                 return Err(serde::de::Error::custom("duplicate key"));
             }
