@@ -117,6 +117,22 @@ pub(crate) fn arith<'a>(
     if matches!(a, Val::Absent) || matches!(b, Val::Absent) {
         return Ok(Val::Absent);
     }
+    // `k * floor(tx.amount)`: as below, operands in the same order.
+    match (op, a, b) {
+        (ArithOp::Mul, Val::Int(k), Val::Money(d)) => {
+            return Decimal::from(*k)
+                .checked_mul(*d)
+                .map(Val::Money)
+                .ok_or_else(overflow);
+        }
+        (ArithOp::Mul, Val::Money(d), Val::Int(k)) => {
+            return d
+                .checked_mul(Decimal::from(*k))
+                .map(Val::Money)
+                .ok_or_else(overflow);
+        }
+        _ => {}
+    }
     if let (Val::Int(x), Val::Int(y)) = (a, b) {
         let r = match op {
             ArithOp::Add => x.checked_add(*y),
@@ -1281,6 +1297,25 @@ impl Plan {
         explain: bool,
     ) -> Result<bool, EvalError> {
         let t = cx.tx.time;
+        if !explain {
+            // The hot path: no explanation to write.
+            if r.from.is_some_and(|f| t < f) || r.until.is_some_and(|u| t >= u) {
+                return Ok(false);
+            }
+            if let Some(a) = r.audience.filter(|_| !r.audience_by_dispatch) {
+                let v = self.eval(a, cx).map_err(|e| e.within(&r.id))?;
+                if !matches!(v, Val::Bool(true)) {
+                    return Ok(false);
+                }
+            }
+            if let Some(w) = r.when.filter(|_| !r.when_by_dispatch) {
+                let v = self.eval(w, cx).map_err(|e| e.within(&r.id))?;
+                if !matches!(v, Val::Bool(true)) {
+                    return Ok(false);
+                }
+            }
+            return Ok(true);
+        }
         if r.from.is_some_and(|f| t < f) || r.until.is_some_and(|u| t >= u) {
             if explain {
                 let what = if r.campaign {
@@ -1312,15 +1347,7 @@ impl Plan {
             }
             return Ok(false);
         }
-        let (audience, when) = if explain {
-            (r.audience, r.when)
-        } else {
-            (
-                r.audience.filter(|_| !r.audience_by_dispatch),
-                r.when.filter(|_| !r.when_by_dispatch),
-            )
-        };
-        for (what, cond) in [("audience", audience), ("when", when)] {
+        for (what, cond) in [("audience", r.audience), ("when", r.when)] {
             let Some(c) = cond else { continue };
             let v = self.eval(c, cx).map_err(|e| e.within(&r.id))?;
             if !matches!(v, Val::Bool(true)) {
