@@ -102,3 +102,24 @@ fn mode_names_parse_back() {
     assert_eq!(Mode::parse("batch/4"), None);
     assert_eq!(Mode::parse("nope/1"), None);
 }
+
+/// The hand-written baseline writes every transaction once (one inbox row
+/// each) and its balances equal its postings, in batches and one by one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_hand_written_baseline_reconciles() {
+    let settings = settings();
+    let workload = Workload::generate(&settings).expect("generate the workload");
+    for (workers, per_tx) in [(2, 1), (2, 50)] {
+        let mode = Mode {
+            drive: Drive::Hand { workers, per_tx },
+            cached: false,
+        };
+        let (report, _) = run_mode(&settings, &workload, mode, false)
+            .await
+            .expect("the mode runs");
+        let rec = &report.reconciliation;
+        assert!(rec.ok(), "{}: {rec:?}", mode.name());
+        assert_eq!(report.applied, 300, "{}", mode.name());
+        assert_eq!(rec.inbox_rows, 300, "{}", mode.name());
+    }
+}
