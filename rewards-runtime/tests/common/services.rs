@@ -9,6 +9,15 @@
 //!   through `runuser -u postgres --` when the test runs as root), trust
 //!   auth, database `test`. `stop` is `pg_ctl stop -m immediate` (a crash:
 //!   recovery from the WAL at the next start).
+//!   For disaster recovery (`tests/dr.rs`): [`PrivatePostgres::start_replicated`]
+//!   (a primary configured for streaming replication),
+//!   [`PrivatePostgres::start_standby`] (`pg_basebackup -R` into a new
+//!   cluster on its own port, streaming through a replication slot),
+//!   [`PrivatePostgres::require_sync_standby`] (synchronous replication:
+//!   a commit is acknowledged only once the standby has flushed it),
+//!   [`PrivatePostgres::promote`], [`PrivatePostgres::base_backup`] (a
+//!   plain `pg_basebackup`, checked with `pg_verifybackup`),
+//!   [`PrivatePostgres::from_backup`] and [`PrivatePostgres::destroy`].
 //! - [`PrivateTansu`]: the tansu binary (`TANSU_BIN`, else
 //!   `/var/cache/rewards/tansu/bin/tansu`) with sqlite storage in a
 //!   temporary directory, so topics, records and committed offsets survive
@@ -177,18 +186,13 @@ pub struct PrivatePostgres {
 impl PrivatePostgres {
     /// `initdb` and start on a free port, then create database `test`.
     pub fn start() -> PrivatePostgres {
-        let parent = tempfile::tempdir().expect("temp dir");
-        let dir = parent.path().join("pg");
-        std::fs::create_dir(&dir).expect("data dir");
-        if is_root() {
-            // Let the postgres user reach and own the data directory.
-            let mut chmod = Command::new("chmod");
-            chmod.arg("755").arg(parent.path());
-            run_ok(chmod, "chmod the temp dir");
-            let mut chown = Command::new("chown");
-            chown.arg("postgres:").arg(&dir);
-            run_ok(chown, "chown the data dir to postgres");
-        }
+        PrivatePostgres::init(None)
+    }
+
+    /// [`PrivatePostgres::start`] with `extra_conf` appended to
+    /// `postgresql.conf` before the first start.
+    fn init(extra_conf: Option<&str>) -> PrivatePostgres {
+        let (parent, dir) = cluster_dir();
         let mut initdb = pg_command("initdb");
         initdb.arg("-D").arg(dir.join("data")).args([
             "-A",
@@ -200,6 +204,9 @@ impl PrivatePostgres {
             "UTF8",
         ]);
         run_ok(initdb, "initdb");
+        if let Some(extra) = extra_conf {
+            append(&dir.join("data/postgresql.conf"), extra);
+        }
         let mut server = PrivatePostgres {
             port: free_port(),
             dir,
@@ -273,6 +280,255 @@ impl PrivatePostgres {
     /// The server log.
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.join("server.log")).unwrap_or_default()
+    }
+
+    /// Its port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// A primary for streaming replication: [`PrivatePostgres::start`] with
+    /// `wal_level = replica`, WAL senders and replication slots, and a
+    /// `replication` trust line for loopback in `pg_hba.conf`. Commits are
+    /// asynchronous until [`PrivatePostgres::require_sync_standby`].
+    pub fn start_replicated() -> PrivatePostgres {
+        let server = PrivatePostgres::init(Some(REPLICATION_CONF));
+        append(
+            &server.dir.join("data/pg_hba.conf"),
+            "\n# rewards DR tests: streaming replication and base backups\n\
+             host replication postgres 127.0.0.1/32 trust\n",
+        );
+        server.sql("SELECT pg_reload_conf()");
+        server
+    }
+
+    /// A streaming standby of this server on its own free port:
+    /// `pg_basebackup -R` (which writes `standby.signal` and
+    /// `primary_conninfo` with `application_name = NAME`) through a new
+    /// physical replication slot `NAME`, started, and waited for until this
+    /// server reports it `streaming`. `name` is a plain lower-case
+    /// identifier.
+    pub fn start_standby(&self, name: &str) -> PrivatePostgres {
+        let (parent, dir) = cluster_dir();
+        let conninfo = format!(
+            "host=127.0.0.1 port={} user=postgres application_name={name}",
+            self.port
+        );
+        let mut backup = pg_command("pg_basebackup");
+        backup
+            .arg("-d")
+            .arg(&conninfo)
+            .arg("-D")
+            .arg(dir.join("data"))
+            .args(["-X", "stream", "-c", "fast", "-R", "-C", "-S", name])
+            .arg("--no-sync");
+        run_ok(backup, "pg_basebackup -R for the standby");
+        let mut standby = PrivatePostgres {
+            port: free_port(),
+            dir,
+            _parent: parent,
+            running: false,
+        };
+        standby.start_again();
+        let query = format!(
+            "SELECT state FROM pg_stat_replication WHERE application_name = '{name}'"
+        );
+        wait_for(
+            &format!("standby {name} to stream"),
+            Duration::from_secs(60),
+            || self.try_sql(&query).as_deref() == Some("streaming"),
+        );
+        standby
+    }
+
+    /// Makes standby `name` synchronous: `synchronous_standby_names =
+    /// 'NAME'` and `synchronous_commit = on` (ALTER SYSTEM, reloaded), then
+    /// waits until `pg_stat_replication` reports it `sync`. From then on a
+    /// commit returns to the client only after the standby has written and
+    /// flushed its WAL, so a crash of this server cannot lose an
+    /// acknowledged commit once the standby is promoted. Set after the
+    /// standby's base backup on purpose: the standby must not inherit the
+    /// setting, or once promoted it would wait for a standby of its own.
+    pub fn require_sync_standby(&self, name: &str) {
+        self.sql(&format!(
+            "ALTER SYSTEM SET synchronous_standby_names = '{name}'"
+        ));
+        self.sql("ALTER SYSTEM SET synchronous_commit = 'on'");
+        self.sql("SELECT pg_reload_conf()");
+        let query = format!(
+            "SELECT sync_state FROM pg_stat_replication WHERE application_name = '{name}'"
+        );
+        wait_for(
+            &format!("standby {name} to be synchronous"),
+            Duration::from_secs(60),
+            || self.try_sql(&query).as_deref() == Some("sync"),
+        );
+    }
+
+    /// Promotes this standby (`pg_ctl promote -w`: returns once it accepts
+    /// writes) and checks it has left recovery.
+    pub fn promote(&mut self) {
+        let mut promote = pg_command("pg_ctl");
+        promote
+            .arg("-D")
+            .arg(self.dir.join("data"))
+            .args(["promote", "-w", "-t", "60"]);
+        run_ok(promote, "pg_ctl promote");
+        assert_eq!(
+            self.sql("SELECT pg_is_in_recovery()"),
+            "f",
+            "still in recovery after pg_ctl promote"
+        );
+    }
+
+    /// A plain base backup of the running server (`pg_basebackup -X stream
+    /// -c fast`, the WAL of the backup's duration included), checked with
+    /// `pg_verifybackup` against its manifest.
+    pub fn base_backup(&self) -> BaseBackup {
+        let (parent, dir) = cluster_dir();
+        let mut backup = pg_command("pg_basebackup");
+        backup
+            .args(["-h", "127.0.0.1", "-p", &self.port.to_string()])
+            .args(["-U", "postgres", "-D"])
+            .arg(dir.join("data"))
+            .args(["-X", "stream", "-c", "fast", "--no-sync"]);
+        run_ok(backup, "pg_basebackup");
+        let mut verify = pg_command("pg_verifybackup");
+        verify.arg("-q").arg(dir.join("data"));
+        run_ok(verify, "pg_verifybackup");
+        BaseBackup {
+            dir,
+            _parent: parent,
+        }
+    }
+
+    /// A new cluster started on a free port from a copy of `backup` (the
+    /// backup itself stays untouched): crash recovery from the backup's
+    /// checkpoint through the WAL it holds, then it accepts connections.
+    pub fn from_backup(backup: &BaseBackup) -> PrivatePostgres {
+        let (parent, dir) = cluster_dir();
+        let mut copy = as_postgres("cp");
+        copy.arg("-a")
+            .arg(backup.dir.join("data"))
+            .arg(dir.join("data"));
+        run_ok(copy, "copy the base backup");
+        let mut server = PrivatePostgres {
+            port: free_port(),
+            dir,
+            _parent: parent,
+            running: false,
+        };
+        server.start_again();
+        server
+    }
+
+    /// A crash that takes the disk with it: stopped at once (`-m immediate`
+    /// when running) and its data directory deleted.
+    pub fn destroy(&mut self) {
+        if self.running {
+            self.stop();
+        }
+        std::fs::remove_dir_all(self.dir.join("data")).expect("delete the data directory");
+    }
+
+    /// Runs one SQL statement in database `postgres` through `psql`;
+    /// returns its unaligned output, trimmed. Panics when it fails.
+    pub fn sql(&self, sql: &str) -> String {
+        let output = self
+            .psql(sql)
+            .output()
+            .unwrap_or_else(|e| panic!("psql: {e}"));
+        assert!(
+            output.status.success(),
+            "psql -c {sql:?} on port {} failed ({}):\n{}",
+            self.port,
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout).trim().to_string()
+    }
+
+    /// [`PrivatePostgres::sql`], `None` when it fails.
+    pub fn try_sql(&self, sql: &str) -> Option<String> {
+        let output = self.psql(sql).output().ok()?;
+        output
+            .status
+            .success()
+            .then(|| String::from_utf8_lossy(&output.stdout).trim().to_string())
+    }
+
+    fn psql(&self, sql: &str) -> Command {
+        let mut psql = pg_command("psql");
+        psql.args(["-X", "-A", "-t", "-q"])
+            .args(["-h", "127.0.0.1", "-p", &self.port.to_string()])
+            .args(["-U", "postgres", "-d", "postgres", "-c", sql])
+            .stdin(Stdio::null());
+        psql
+    }
+}
+
+/// What [`PrivatePostgres::start_replicated`] adds to `postgresql.conf`.
+const REPLICATION_CONF: &str = "
+# rewards DR tests: a primary for streaming replication
+wal_level = replica
+max_wal_senders = 10
+max_replication_slots = 10
+hot_standby = on
+";
+
+/// A temporary directory with a subdirectory `pg` the `postgres` OS user
+/// owns (and can reach), to hold a cluster's `data` directory and socket.
+fn cluster_dir() -> (tempfile::TempDir, PathBuf) {
+    let parent = tempfile::tempdir().expect("temp dir");
+    let dir = parent.path().join("pg");
+    std::fs::create_dir(&dir).expect("data dir");
+    if is_root() {
+        // Let the postgres user reach and own the data directory.
+        let mut chmod = Command::new("chmod");
+        chmod.arg("755").arg(parent.path());
+        run_ok(chmod, "chmod the temp dir");
+        let mut chown = Command::new("chown");
+        chown.arg("postgres:").arg(&dir);
+        run_ok(chown, "chown the data dir to postgres");
+    }
+    (parent, dir)
+}
+
+/// `program` (from `PATH`) as the `postgres` OS user when the test runs as
+/// root.
+fn as_postgres(program: &str) -> Command {
+    if is_root() {
+        let mut command = Command::new("runuser");
+        command.args(["-u", "postgres", "--", program]);
+        command
+    } else {
+        Command::new(program)
+    }
+}
+
+/// Appends `text` to a file of a cluster (as root or as its owner).
+fn append(path: &Path, text: &str) {
+    use std::io::Write;
+    let mut file = std::fs::OpenOptions::new()
+        .append(true)
+        .open(path)
+        .unwrap_or_else(|e| panic!("open {}: {e}", path.display()));
+    file.write_all(text.as_bytes())
+        .unwrap_or_else(|e| panic!("append to {}: {e}", path.display()));
+}
+
+/// A plain base backup ([`PrivatePostgres::base_backup`]): a data
+/// directory with `backup_label`, `backup_manifest` and the WAL of the
+/// backup's duration. Deleted when dropped.
+pub struct BaseBackup {
+    dir: PathBuf,
+    _parent: tempfile::TempDir,
+}
+
+impl BaseBackup {
+    /// The backup's data directory.
+    pub fn path(&self) -> PathBuf {
+        self.dir.join("data")
     }
 }
 
