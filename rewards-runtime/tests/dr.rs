@@ -19,9 +19,14 @@
 //!   committed (the worker commits an offset only once the store
 //!   acknowledged everything before it), and every inbox row the primary
 //!   showed just before the kill, must be in its inbox; then a worker
-//!   pointed at the promoted standby finishes the topic in the same group. With `REWARDS_DR_FAILOVERS` above 1 the
-//!   promoted server gets a synchronous standby of its own and the cycle
-//!   repeats.
+//!   pointed at the promoted standby finishes the topic in the same group.
+//!   The promoted server gets a synchronous standby of its own and the
+//!   cycle repeats, `REWARDS_DR_FAILOVERS` times; in every second cycle the
+//!   standby crashes (`-m immediate`) a second before the primary is
+//!   killed and is started again before its promotion — the case only
+//!   synchronous replication survives (with an asynchronous standby the
+//!   check fails: docs/faults.md). Faults counted: primary kills and
+//!   standby crashes.
 //! - `restore`: a plain base backup of the primary is taken mid-stream,
 //!   the stream finishes, the primary is destroyed (crash and data
 //!   directory deleted), a new cluster is started from the backup, the
@@ -30,13 +35,13 @@
 //!   zero into it: the inbox skips what the backup already had.
 //!
 //! Lengths (environment, defaults are the short CI run):
-//! `REWARDS_DR_TRANSACTIONS` (3000), `REWARDS_DR_FAILOVERS` (1),
+//! `REWARDS_DR_TRANSACTIONS` (3000), `REWARDS_DR_FAILOVERS` (2),
 //! `REWARDS_DR_SEED` (else `REWARDS_FAULT_SEED`, else 9).
 //! `REWARDS_FAULT_LOG` is the workers' `RUST_LOG`. The full run
 //! (docs/faults.md):
 //!
 //! ```text
-//! REWARDS_DR_TRANSACTIONS=20000 REWARDS_DR_FAILOVERS=3 \
+//! REWARDS_DR_TRANSACTIONS=20000 REWARDS_DR_FAILOVERS=6 \
 //!     cargo nextest run -p rewards-runtime --test dr --no-capture
 //! ```
 
@@ -67,7 +72,7 @@ struct Lengths {
 fn lengths() -> Lengths {
     Lengths {
         transactions: env_or("REWARDS_DR_TRANSACTIONS", 3000),
-        failovers: env_or("REWARDS_DR_FAILOVERS", 1).max(1),
+        failovers: env_or("REWARDS_DR_FAILOVERS", 2).max(1),
         seed: env_or("REWARDS_DR_SEED", env_or("REWARDS_FAULT_SEED", 9)),
     }
 }
@@ -248,6 +253,16 @@ async fn a_promoted_synchronous_standby_has_every_acknowledged_transaction_and_f
         // check after the promotion is not empty; then a random point.
         wait_committed_more(&rig, &group, before).await;
         tokio::time::sleep(Duration::from_millis(rng.below(500))).await;
+        // Every second failover, the standby crashes first and is down for
+        // a second while the primary runs on: an asynchronous standby
+        // would miss what the primary commits meanwhile (see
+        // docs/faults.md); a synchronous one holds the commits back.
+        let standby_down = failover % 2 == 1;
+        if standby_down {
+            standby.stop();
+            faults += 1;
+            tokio::time::sleep(Duration::from_millis(1000)).await;
+        }
         // What the primary shows as committed right before it dies: with
         // synchronous replication a commit becomes visible only after the
         // standby flushed it, so all of it must survive the promotion too.
@@ -263,6 +278,9 @@ async fn a_promoted_synchronous_standby_has_every_acknowledged_transaction_and_f
         // was acknowledged by the old primary (or refused) before its
         // offset was committed.
         let acked = committed(&rig.brokers, &group, &rig.topic, rig.partitions);
+        if standby_down {
+            standby.start_again();
+        }
         standby.promote();
         repoint(&mut rig, &standby);
         let promoted = rig.store().await;
@@ -281,9 +299,14 @@ async fn a_promoted_synchronous_standby_has_every_acknowledged_transaction_and_f
             .collect();
         let vanished: Vec<&String> = visible.difference(&present).collect();
         eprintln!(
-            "failover {failover}: primary killed showing {} inbox rows ({} produced); \
+            "failover {failover}{}: primary killed showing {} inbox rows ({} produced); \
              committed {acked:?} = {} acknowledged transactions; the promoted standby has {} \
              rows, {} acknowledged and {} of the primary's rows missing",
+            if standby_down {
+                " (standby down)"
+            } else {
+                ""
+            },
             visible.len(),
             produced.total(),
             acknowledged.len(),
@@ -330,7 +353,8 @@ async fn a_promoted_synchronous_standby_has_every_acknowledged_transaction_and_f
     summary("promote", &tally, lengths.transactions, faults);
     let rows = rig.inbox_rows(cached.store()).await;
     eprintln!(
-        "promote: {faults} failovers, {} members, {rows:?} inbox rows ({} refused), {:.1?}",
+        "promote: {} failovers ({faults} faults), {} members, {rows:?} inbox rows ({} refused), {:.1?}",
+        lengths.failovers,
         tally.members,
         input.refused.len(),
         started.elapsed()
