@@ -302,11 +302,7 @@ async fn a_promoted_synchronous_standby_has_every_acknowledged_transaction_and_f
             "failover {failover}{}: primary killed showing {} inbox rows ({} produced); \
              committed {acked:?} = {} acknowledged transactions; the promoted standby has {} \
              rows, {} acknowledged and {} of the primary's rows missing",
-            if standby_down {
-                " (standby down)"
-            } else {
-                ""
-            },
+            if standby_down { " (standby down)" } else { "" },
             visible.len(),
             produced.total(),
             acknowledged.len(),
@@ -360,7 +356,11 @@ async fn a_promoted_synchronous_standby_has_every_acknowledged_transaction_and_f
         started.elapsed()
     );
     tally.assert_exact("on the promoted standby");
-    assert_eq!(rows, Some(input.valid()), "one inbox row per valid transaction");
+    assert_eq!(
+        rows,
+        Some(input.valid()),
+        "one inbox row per valid transaction"
+    );
     cached
         .cache()
         .clear()
@@ -453,7 +453,11 @@ async fn a_cluster_restored_from_a_base_backup_and_a_replay_from_zero_reach_the_
         started.elapsed()
     );
     tally.assert_exact("on the cluster restored from the backup");
-    assert_eq!(rows, Some(input.valid()), "one inbox row per valid transaction");
+    assert_eq!(
+        rows,
+        Some(input.valid()),
+        "one inbox row per valid transaction"
+    );
     cached
         .cache()
         .clear()

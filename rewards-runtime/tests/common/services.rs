@@ -330,9 +330,8 @@ impl PrivatePostgres {
             running: false,
         };
         standby.start_again();
-        let query = format!(
-            "SELECT state FROM pg_stat_replication WHERE application_name = '{name}'"
-        );
+        let query =
+            format!("SELECT state FROM pg_stat_replication WHERE application_name = '{name}'");
         wait_for(
             &format!("standby {name} to stream"),
             Duration::from_secs(60),
@@ -355,9 +354,8 @@ impl PrivatePostgres {
         ));
         self.sql("ALTER SYSTEM SET synchronous_commit = 'on'");
         self.sql("SELECT pg_reload_conf()");
-        let query = format!(
-            "SELECT sync_state FROM pg_stat_replication WHERE application_name = '{name}'"
-        );
+        let query =
+            format!("SELECT sync_state FROM pg_stat_replication WHERE application_name = '{name}'");
         wait_for(
             &format!("standby {name} to be synchronous"),
             Duration::from_secs(60),
