@@ -192,7 +192,10 @@ mod tests {
             Some("line_items[1].sku")
         );
         // Escapes spell the same key in two ways.
-        assert_eq!(dup(r#"{"amount":"1","\u0061mount":"2"}"#).as_deref(), Some("amount"));
+        assert_eq!(
+            dup(r#"{"amount":"1","\u0061mount":"2"}"#).as_deref(),
+            Some("amount")
+        );
     }
 
     #[test]

@@ -26,8 +26,10 @@ use rewards_runtime::{ProgramRegistry, ProgramSet};
 
 use super::metrics::DaemonMetrics;
 
-/// Largest `.rwd` file read, in bytes (the language's own limit is 1 MiB).
-pub const MAX_RULES_FILE_BYTES: u64 = 1024 * 1024;
+/// Largest `.rwd` file read, in bytes: the language's own limit
+/// ([`rewards_dsl::limits::MAX_SOURCE_BYTES`]), so that every program the
+/// compiler accepts can be loaded (a 10,000-rule program is ~2 MB).
+pub const MAX_RULES_FILE_BYTES: u64 = rewards_dsl::limits::MAX_SOURCE_BYTES as u64;
 
 /// A failed `test` block.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
