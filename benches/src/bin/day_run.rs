@@ -87,8 +87,6 @@ struct Args {
     progress_every: u64,
 }
 
-const REFERENCE_RWD: &str = include_str!("../../rules/reference.rwd");
-
 fn main() -> std::process::ExitCode {
     let args = Args::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -310,7 +308,7 @@ fn per_second(n: u64, d: Duration) -> u64 {
 async fn run(args: Args) -> Result<bool, BoxError> {
     let source = match &args.rules {
         Some(path) => std::fs::read_to_string(path)?,
-        None => REFERENCE_RWD.to_string(),
+        None => rewards_benches::peers::REFERENCE_RWD.to_string(),
     };
     let plan = Plan::compile(&source, &HostFunctions::new())
         .map_err(|d| format!("the rules do not compile: {d:?}"))?;

@@ -29,7 +29,7 @@ use rewards_dsl::{HostFunctions, Plan};
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// The reference program (24 rules: caps, aggregates, tiers, budgets).
-pub const REFERENCE_RWD: &str = include_str!("../../rules/reference.rwd");
+pub use crate::peers::REFERENCE_RWD;
 
 /// What to run against.
 #[derive(Debug, Clone)]
