@@ -304,6 +304,27 @@ impl LedgerStore for JournalingStore {
         Ok(view)
     }
 
+    async fn member_views(
+        &self,
+        requests: &[(MemberId, Vec<CounterKey>)],
+    ) -> Result<Vec<MemberView>> {
+        // Forwarded so the pipeline keeps the store's one-round-trip read.
+        let views = self.inner.member_views(requests).await?;
+        let mut kept = self.views();
+        for ((member, _), view) in requests.iter().zip(&views) {
+            kept.insert(member.clone(), view.clone());
+        }
+        Ok(views)
+    }
+
+    async fn outbox_fetch(&self, limit: usize) -> Result<Vec<rewards_core::store::OutboxEvent>> {
+        self.inner.outbox_fetch(limit).await
+    }
+
+    async fn outbox_ack(&self, seqs: &[u64]) -> Result<u64> {
+        self.inner.outbox_ack(seqs).await
+    }
+
     async fn append(&self, tx: &Transaction, outcome: &Outcome) -> Result<Receipt> {
         let receipt = self.inner.append(tx, outcome).await?;
         self.journal(tx, outcome, &receipt);
