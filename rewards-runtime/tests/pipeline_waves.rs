@@ -6,132 +6,25 @@
 mod common;
 
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::Duration;
 
-use async_trait::async_trait;
-use chrono::{DateTime, Utc};
-use rewards_core::error::Result;
-use rewards_core::ledger::{
-    Adjustment, AuditEvent, MemberBalance, Posting, Receipt, RecentEntry, ReconcileReport,
-    Redemption, SweepReport, TierReview,
-};
 use rewards_core::memory::MemoryStore;
-use rewards_core::{
-    CounterKey, LedgerStore, MemberId, MemberProfile, MemberView, Outcome, Points, Transaction,
-    TxId,
-};
+use rewards_core::{LedgerStore, MemberId};
 use rewards_runtime::{
     Backoff, JsonLinesSource, MemoryDeadLetters, Metrics, Pipeline, PipelineConfig, ProgramRegistry,
 };
 
 use common::*;
 
-/// The in-memory store, recording the members and ids of every append
-/// call (one entry per call) and how many view calls were made.
-struct Recording {
-    inner: MemoryStore,
-    calls: Mutex<Vec<Vec<(MemberId, TxId)>>>,
-    view_calls: Mutex<u64>,
-}
-
-impl Recording {
-    fn record(&self, items: &[(Transaction, Outcome)]) {
-        let call = items
-            .iter()
-            .map(|(tx, _)| (tx.member.clone(), tx.id.clone()))
-            .collect();
-        self.calls.lock().expect("calls").push(call);
-    }
-}
-
-#[async_trait]
-impl LedgerStore for Recording {
-    async fn member_view(&self, member: &MemberId, counters: &[CounterKey]) -> Result<MemberView> {
-        *self.view_calls.lock().expect("views") += 1;
-        self.inner.member_view(member, counters).await
-    }
-    async fn member_views(
-        &self,
-        requests: &[(MemberId, Vec<CounterKey>)],
-    ) -> Result<Vec<MemberView>> {
-        *self.view_calls.lock().expect("views") += 1;
-        self.inner.member_views(requests).await
-    }
-    async fn append(&self, tx: &Transaction, outcome: &Outcome) -> Result<Receipt> {
-        self.record(std::slice::from_ref(&(tx.clone(), outcome.clone())));
-        self.inner.append(tx, outcome).await
-    }
-    async fn append_batch(&self, items: &[(Transaction, Outcome)]) -> Result<Vec<Result<Receipt>>> {
-        self.record(items);
-        // Slow enough that a backlog forms behind each call.
-        tokio::time::sleep(Duration::from_millis(2)).await;
-        self.inner.append_batch(items).await
-    }
-    async fn redeem(&self, redemption: &Redemption) -> Result<Receipt> {
-        self.inner.redeem(redemption).await
-    }
-    async fn adjust(&self, adjustment: &Adjustment) -> Result<Receipt> {
-        self.inner.adjust(adjustment).await
-    }
-    async fn expire_due(&self, as_of: DateTime<Utc>) -> Result<SweepReport> {
-        self.inner.expire_due(as_of).await
-    }
-    async fn release_pending(&self, as_of: DateTime<Utc>) -> Result<SweepReport> {
-        self.inner.release_pending(as_of).await
-    }
-    async fn expire_authorizations(&self, as_of: DateTime<Utc>) -> Result<SweepReport> {
-        self.inner.expire_authorizations(as_of).await
-    }
-    async fn review_tier(&self, review: &TierReview) -> Result<MemberBalance> {
-        self.inner.review_tier(review).await
-    }
-    async fn apply_scheduled_tiers(&self, as_of: DateTime<Utc>) -> Result<SweepReport> {
-        self.inner.apply_scheduled_tiers(as_of).await
-    }
-    async fn balance(&self, member: &MemberId) -> Result<MemberBalance> {
-        self.inner.balance(member).await
-    }
-    async fn recent(&self, member: &MemberId, limit: usize) -> Result<Vec<RecentEntry>> {
-        self.inner.recent(member, limit).await
-    }
-    async fn history(
-        &self,
-        member: &MemberId,
-        after_seq: u64,
-        limit: usize,
-    ) -> Result<Vec<Posting>> {
-        self.inner.history(member, after_seq, limit).await
-    }
-    async fn audit(
-        &self,
-        member: &MemberId,
-        after_seq: u64,
-        limit: usize,
-    ) -> Result<Vec<AuditEvent>> {
-        self.inner.audit(member, after_seq, limit).await
-    }
-    async fn put_profile(&self, profile: &MemberProfile) -> Result<()> {
-        self.inner.put_profile(profile).await
-    }
-    async fn profile(&self, member: &MemberId) -> Result<MemberProfile> {
-        self.inner.profile(member).await
-    }
-    async fn budget_used(&self, budget: &str) -> Result<Points> {
-        self.inner.budget_used(budget).await
-    }
-    async fn reconcile(&self) -> Result<ReconcileReport> {
-        self.inner.reconcile().await
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rounds_hold_distinct_members_and_keep_each_members_order() {
-    let store = Arc::new(Recording {
-        inner: MemoryStore::default(),
-        calls: Mutex::new(Vec::new()),
-        view_calls: Mutex::new(0),
-    });
+    // Each batch append is held 2 ms so that a backlog forms behind it.
+    let store = Arc::new(
+        FlakyStore::new(Arc::new(MemoryStore::default()), 0)
+            .with_append_delay(Duration::from_millis(2)),
+    );
     // One worker sees everything: the hot member "w-hot" is every other
     // transaction, each of its purchases followed by a refund of it two
     // transactions later; 60 cold members once or twice each.
@@ -215,7 +108,7 @@ async fn rounds_hold_distinct_members_and_keep_each_members_order() {
     }
     assert_eq!(applied, order, "each member's transactions in input order");
     // One view read per round, never more than one per append call.
-    assert!(*store.view_calls.lock().expect("views") as usize <= calls.len());
+    assert!(store.view_calls.load(Ordering::SeqCst) as usize <= calls.len());
     for (member, points) in &expected {
         assert_eq!(available(store.as_ref(), member).await, *points, "{member}");
     }

@@ -124,12 +124,18 @@ impl Evaluator for PointsPerUnit {
     }
 }
 
-/// A store that fails the next `fail_next` pipeline calls (member view,
-/// append, append batch) with the transient kind, then behaves.
+/// The in-memory store behind the pipeline tests: fails the next
+/// `fail_next` pipeline calls (member view(s), append, append batch) with
+/// the transient kind, then behaves; records the members and ids of every
+/// append call (one entry per call) and counts view calls; may hold each
+/// batch append for `append_delay` so that a backlog forms behind it.
 pub struct FlakyStore {
     pub inner: Arc<MemoryStore>,
     pub fail_next: AtomicU64,
     pub failures: AtomicU64,
+    pub calls: std::sync::Mutex<Vec<Vec<(MemberId, rewards_core::TxId)>>>,
+    pub view_calls: AtomicU64,
+    pub append_delay: std::time::Duration,
 }
 
 impl FlakyStore {
@@ -138,7 +144,24 @@ impl FlakyStore {
             inner,
             fail_next: AtomicU64::new(fail_next),
             failures: AtomicU64::new(0),
+            calls: std::sync::Mutex::new(Vec::new()),
+            view_calls: AtomicU64::new(0),
+            append_delay: std::time::Duration::ZERO,
         }
+    }
+
+    /// Holds every batch append for `delay`.
+    pub fn with_append_delay(mut self, delay: std::time::Duration) -> FlakyStore {
+        self.append_delay = delay;
+        self
+    }
+
+    fn record(&self, items: &[(Transaction, Outcome)]) {
+        let call = items
+            .iter()
+            .map(|(tx, _)| (tx.member.clone(), tx.id.clone()))
+            .collect();
+        self.calls.lock().expect("calls").push(call);
     }
 
     fn trip(&self) -> Result<()> {
@@ -160,14 +183,28 @@ impl FlakyStore {
 impl LedgerStore for FlakyStore {
     async fn member_view(&self, member: &MemberId, counters: &[CounterKey]) -> Result<MemberView> {
         self.trip()?;
+        self.view_calls.fetch_add(1, Ordering::SeqCst);
         self.inner.member_view(member, counters).await
+    }
+    async fn member_views(
+        &self,
+        requests: &[(MemberId, Vec<CounterKey>)],
+    ) -> Result<Vec<MemberView>> {
+        self.trip()?;
+        self.view_calls.fetch_add(1, Ordering::SeqCst);
+        self.inner.member_views(requests).await
     }
     async fn append(&self, tx: &Transaction, outcome: &Outcome) -> Result<Receipt> {
         self.trip()?;
+        self.record(std::slice::from_ref(&(tx.clone(), outcome.clone())));
         self.inner.append(tx, outcome).await
     }
     async fn append_batch(&self, items: &[(Transaction, Outcome)]) -> Result<Vec<Result<Receipt>>> {
         self.trip()?;
+        self.record(items);
+        if !self.append_delay.is_zero() {
+            tokio::time::sleep(self.append_delay).await;
+        }
         self.inner.append_batch(items).await
     }
     async fn redeem(&self, redemption: &Redemption) -> Result<Receipt> {
