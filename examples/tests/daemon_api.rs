@@ -719,3 +719,28 @@ async fn a_shutdown_during_input_finishes_the_work_in_flight() {
     assert_eq!(total, 2 * 3000);
     stop(daemon).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_jobs_wait_for_a_replayed_file_so_its_settlements_find_their_authorizations() {
+    // An authorization of 2026-09-20 has lapsed by the wall clock (30-day
+    // TTL); its settlement 12 minutes later in event time is valid. A
+    // wall-clock sweep in the middle of the replay used to void the
+    // authorization first (seen in `scripts/run.sh`: one settlement
+    // dead-lettered, depending on timing).
+    let mut lines = vec![r#"{"id":"a-1","member":"m-1","kind":"authorization","amount":"32.90","currency":"USD","mcc":5541,"time":"2026-09-20T00:15:37Z"}"#.to_string()];
+    lines.extend(
+        (0..2000).map(|i| purchase(&format!("f-{i:05}"), &format!("m-{}", 2 + i % 50), "1.00")),
+    );
+    lines.push(r#"{"id":"s-1","member":"m-1","kind":"settlement","amount":"32.90","currency":"USD","mcc":5541,"original_id":"a-1","time":"2026-09-20T00:27:42Z"}"#.to_string());
+    let setup = Setup::new(&lines);
+    let mut config = setup.config(true);
+    config.jobs.enabled = true;
+    config.jobs.authorization_expiry_every_secs = 1;
+    config.jobs.pending_release_every_secs = 1;
+    config.jobs.expiry_every_secs = 1;
+    let daemon = start(config).await;
+    let summary = daemon.input_finished().await.expect("a summary");
+    assert_eq!(summary.report.dead_lettered, 0, "{:?}", summary.report);
+    assert_eq!(summary.report.applied, 2002);
+    stop(daemon).await;
+}

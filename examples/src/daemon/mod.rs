@@ -460,11 +460,35 @@ impl Daemon {
             }
         }
 
+        let (summary_tx, summary_rx) = watch::channel(None);
         if config.jobs.enabled {
             let runner = JobRunner::new(store.clone(), runtime_metrics.clone())
                 .with_schedule(schedule(&config));
             let stop = signal.clone();
-            tasks.push(("jobs", tokio::spawn(async move { runner.run(stop).await })));
+            // A file is a replay of past transactions: the jobs sweep by the
+            // wall clock, so a sweep in the middle of the replay would expire
+            // an authorization (or points) that the file's own later lines
+            // settle (or spend) within their event time, and the result would
+            // depend on timing. They start once the file has been read.
+            let mut replay_done =
+                (config.input.kind == InputKind::File).then(|| summary_rx.clone());
+            tasks.push((
+                "jobs",
+                tokio::spawn(async move {
+                    if let Some(done) = replay_done.as_mut() {
+                        let mut wait_stop = stop.clone();
+                        tokio::select! {
+                            () = wait_stop.wait() => return,
+                            finished = done.wait_for(Option::is_some) => {
+                                if finished.is_err() {
+                                    return;
+                                }
+                            }
+                        }
+                    }
+                    runner.run(stop).await
+                }),
+            ));
         }
 
         {
@@ -489,7 +513,6 @@ impl Daemon {
             ));
         }
 
-        let (summary_tx, summary_rx) = watch::channel(None);
         let source = open_source(&config, &runtime_metrics).await?;
         let has_input = source.is_some();
         let pipeline_task = match source {
