@@ -174,3 +174,140 @@ fn the_rule_limit_is_accepted_and_one_more_is_refused() {
         too_many[0].message
     );
 }
+
+/// The codes and messages of `src`'s diagnostics (empty when it checks).
+fn diagnostics_of(src: &str) -> Vec<(Code, String)> {
+    match check_source(src) {
+        Ok(_) => Vec::new(),
+        Err(diags) => diags.iter().map(|d| (d.code, d.message.clone())).collect(),
+    }
+}
+
+fn has(diags: &[(Code, String)], code: Code, text: &str) -> bool {
+    diags.iter().any(|(c, m)| *c == code && m.contains(text))
+}
+
+const HEAD: &str = "ruleset \"limits\" version 1\ncurrency USD\ntimezone \"UTC\"\nrounding floor\n";
+
+#[test]
+fn the_tier_limit_is_accepted_and_one_more_is_refused() {
+    use rewards_dsl::limits::MAX_TIERS;
+    let tiers = |n: usize| {
+        let mut s = String::from(HEAD);
+        for i in 0..n {
+            s.push_str(&format!("tier t{i}\n"));
+        }
+        s.push_str("rule r \"r\" {\n  when member.tier >= t0\n  earn 1 points\n}\n");
+        s
+    };
+    let at = diagnostics_of(&tiers(MAX_TIERS));
+    assert!(!at.iter().any(|(c, _)| *c == Code::TooMany), "{at:?}");
+    let over = diagnostics_of(&tiers(MAX_TIERS + 1));
+    assert!(
+        has(
+            &over,
+            Code::TooMany,
+            &format!("more than {MAX_TIERS} tiers")
+        ),
+        "{over:?}"
+    );
+}
+
+#[test]
+fn the_aggregate_limit_is_accepted_and_one_more_is_refused() {
+    use rewards_dsl::limits::MAX_AGGREGATES;
+    let aggregates = |n: usize| {
+        let mut s = String::from(HEAD);
+        for i in 0..n {
+            s.push_str(&format!(
+                "aggregate a{i} = count where tx.kind == purchase per week\n"
+            ));
+        }
+        s.push_str("rule r \"r\" {\n  when a0 > 1\n  earn 1 points\n}\n");
+        s
+    };
+    let at = diagnostics_of(&aggregates(MAX_AGGREGATES));
+    assert!(!at.iter().any(|(c, _)| *c == Code::TooMany), "{at:?}");
+    let over = diagnostics_of(&aggregates(MAX_AGGREGATES + 1));
+    assert!(
+        has(
+            &over,
+            Code::TooMany,
+            &format!("more than {MAX_AGGREGATES} aggregates")
+        ),
+        "{over:?}"
+    );
+}
+
+#[test]
+fn rolling_windows_are_one_to_the_limit_days_long() {
+    use rewards_dsl::limits::MAX_ROLLING_DAYS;
+    let capped = |days: u32| {
+        format!(
+            "{HEAD}rule r \"r\" {{\n  when tx.kind == purchase\n  earn floor(tx.amount) points\n  cap 100 points per member per rolling {days} days\n}}\n"
+        )
+    };
+    let limit = u32::from(MAX_ROLLING_DAYS);
+    for ok in [1, limit] {
+        let d = diagnostics_of(&capped(ok));
+        assert!(
+            !d.iter().any(|(c, _)| *c == Code::OutOfRange),
+            "{ok}: {d:?}"
+        );
+    }
+    for bad in [0, limit + 1] {
+        let d = diagnostics_of(&capped(bad));
+        assert!(
+            has(
+                &d,
+                Code::OutOfRange,
+                &format!("a rolling window of {bad} days")
+            ),
+            "{bad}: {d:?}"
+        );
+    }
+}
+
+#[test]
+fn the_statement_limit_of_a_rule_is_enforced() {
+    use rewards_dsl::limits::MAX_STMTS;
+    let rule = |statements: usize| {
+        let mut s = format!("{HEAD}rule r \"r\" {{\n  when tx.kind == purchase\n");
+        for _ in 1..statements {
+            s.push_str("  earn 1 points\n");
+        }
+        s.push_str("}\n");
+        s
+    };
+    let at = diagnostics_of(&rule(MAX_STMTS));
+    assert!(!has(&at, Code::TooMany, "statements"), "{at:?}");
+    let over = diagnostics_of(&rule(MAX_STMTS + 1));
+    assert!(
+        has(
+            &over,
+            Code::TooMany,
+            &format!("more than {MAX_STMTS} statements")
+        ),
+        "{over:?}"
+    );
+}
+
+#[test]
+fn diagnostics_are_capped_per_file() {
+    use rewards_dsl::limits::MAX_DIAGNOSTICS;
+    // Three times as many rules as reportable diagnostics, each with an
+    // unknown name in its condition.
+    let mut s = String::from(HEAD);
+    for i in 0..MAX_DIAGNOSTICS * 3 {
+        s.push_str(&format!(
+            "rule r{i} \"r\" {{\n  when nowhere{i} > 1\n  earn 1 points\n}}\n"
+        ));
+    }
+    let d = diagnostics_of(&s);
+    assert!(
+        d.len() >= MAX_DIAGNOSTICS / 2,
+        "the errors are reported: {}",
+        d.len()
+    );
+    assert!(d.len() <= MAX_DIAGNOSTICS, "{} diagnostics", d.len());
+}
