@@ -292,14 +292,6 @@ async fn compare(
     ))
 }
 
-fn unique_schema() -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() % 1_000_000_000_000)
-        .unwrap_or(0);
-    format!("day_{}_{nanos}", std::process::id())
-}
-
 fn per_second(n: u64, d: Duration) -> u64 {
     let ms = u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1);
     n.saturating_mul(1000) / ms
@@ -326,7 +318,8 @@ async fn run(args: Args) -> Result<bool, BoxError> {
         .clone()
         .or_else(|| std::env::var("REDIS_URL").ok())
         .unwrap_or_else(|| "redis://127.0.0.1:6379".into());
-    let mut config = PgConfig::new(database_url).with_schema(unique_schema());
+    let mut config =
+        PgConfig::new(database_url).with_schema(rewards_benches::store_load::unique_name("day"));
     config.pool_size = args.pool.max(1);
     let pg = PgStore::connect(config.clone(), LedgerConfig::default()).await?;
     let prefix = format!("dayrun:{}", config.schema);

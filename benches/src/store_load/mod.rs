@@ -15,7 +15,7 @@ pub mod hand;
 mod modes;
 pub mod stats;
 
-pub use modes::{run_mode, run_reads};
+pub use modes::{run_mode, run_reads, unique_name};
 pub use stats::{Percentiles, WalDelta};
 
 use std::collections::BTreeMap;

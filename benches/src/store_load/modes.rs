@@ -59,21 +59,22 @@ struct Env {
 
 static SEQ: AtomicU64 = AtomicU64::new(0);
 
-/// A schema name (and Redis key prefix) no other run uses.
-fn unique_name() -> String {
+/// A schema name (and Redis key prefix) no other run uses, starting with
+/// `prefix` (`sl` for store-load's modes, `day` for day-run).
+pub fn unique_name(prefix: &str) -> String {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos() % 1_000_000_000_000)
         .unwrap_or(0);
     format!(
-        "sl_{}_{nanos}_{}",
+        "{prefix}_{}_{nanos}_{}",
         std::process::id(),
         SEQ.fetch_add(1, Ordering::Relaxed)
     )
 }
 
 async fn open(settings: &Settings, cached: bool, pool_size: usize) -> Result<Env, BoxError> {
-    let mut config = PgConfig::new(settings.database_url.clone()).with_schema(unique_name());
+    let mut config = PgConfig::new(settings.database_url.clone()).with_schema(unique_name("sl"));
     config.pool_size = pool_size.max(1);
     let pg = PgStore::connect(config.clone(), LedgerConfig::default()).await?;
     let backend = if cached {
