@@ -36,6 +36,10 @@ pub enum ErrorKind {
     Invalid,
     /// The store is down or overloaded; retry later. Nothing was applied.
     Unavailable,
+    /// The outcome was evaluated against a member state that is no longer
+    /// current ([`crate::outcome::Outcome::expects_version`]): evaluate it
+    /// again from a fresh view. Nothing was applied.
+    Stale,
     /// Anything else (overflow, corrupted state, a bug).
     Other,
 }
@@ -137,6 +141,18 @@ pub enum Error {
         #[source]
         source: Option<BoxError>,
     },
+    /// See [`ErrorKind::Stale`].
+    #[error("outcome of {id} was evaluated at version {expected} of member {member}, which is at {actual}")]
+    Stale {
+        /// The transaction.
+        id: TxId,
+        /// The member.
+        member: MemberId,
+        /// The version the outcome expects.
+        expected: u64,
+        /// The member's version.
+        actual: u64,
+    },
     /// See [`ErrorKind::Other`].
     #[error("{message}")]
     Other {
@@ -158,6 +174,7 @@ impl Error {
             Error::InvalidReference { .. } => ErrorKind::InvalidReference,
             Error::Invalid(_) => ErrorKind::Invalid,
             Error::Unavailable { .. } => ErrorKind::Unavailable,
+            Error::Stale { .. } => ErrorKind::Stale,
             Error::Other { .. } => ErrorKind::Other,
         }
     }

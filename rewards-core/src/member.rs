@@ -74,6 +74,10 @@ pub struct MemberView {
     pub counters: HashMap<CounterKey, Decimal>,
     /// Available balance.
     pub balance: Points,
+    /// The member's version (the number of entries applied; 0 for a member
+    /// never seen) the view was read at.
+    #[serde(default)]
+    pub version: u64,
 }
 
 impl MemberView {

@@ -141,6 +141,15 @@ pub struct Outcome {
     pub lot: LotTerms,
     /// Explain trace, when requested.
     pub explain: Option<ExplainTrace>,
+    /// The member version ([`crate::member::MemberView::version`]) this
+    /// outcome was evaluated at, when the caller wants it checked: a store
+    /// applies the outcome only if the member is still at that version, and
+    /// otherwise refuses it ([`crate::ErrorKind::Stale`]) and changes
+    /// nothing. Evaluation leaves it `None` (no check); the pipeline sets it
+    /// on the transactions it evaluates from a predicted view
+    /// ([`crate::ledger::advance_view`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expects_version: Option<u64>,
 }
 
 impl Outcome {
@@ -158,6 +167,7 @@ impl Outcome {
             tier_change: None,
             lot: LotTerms::default(),
             explain: None,
+            expects_version: None,
         }
     }
 
@@ -168,6 +178,7 @@ impl Outcome {
         self.budgets.clear();
         self.tier_change = None;
         self.lot = LotTerms::default();
+        self.expects_version = None;
         if let Some(trace) = &mut self.explain {
             trace.lines.clear();
         }

@@ -9,7 +9,8 @@
 //! - no lot's remaining points go negative;
 //! - clawbacks never exceed what the original earned;
 //! - duplicates and refused requests change nothing;
-//! - a budget is never exceeded and equals what its draws keep.
+//! - a budget is never exceeded and equals what its draws keep;
+//! - an earn without budget claims leaves exactly the view `advance_view` predicts.
 
 // The helpers below are test code called from the property.
 #![allow(clippy::unwrap_used)]
@@ -19,7 +20,7 @@ use proptest::prelude::*;
 use std::collections::HashMap;
 
 use rewards_core::conformance::{self, fixtures::*};
-use rewards_core::ledger::{LedgerConfig, LotStatus, PostingKind, Redemption};
+use rewards_core::ledger::{advance_view, LedgerConfig, LotStatus, PostingKind, Redemption};
 use rewards_core::memory::{FsyncPolicy, MemoryStore};
 use rewards_core::outcome::LotTerms;
 use rewards_core::store::LedgerStore;
@@ -133,12 +134,21 @@ impl Run {
         self.scope.id(&format!("{kind}{}", self.next))
     }
 
-    /// Appends; a refused request must leave the member's version unchanged.
+    /// Appends; a refused request must leave the member's version
+    /// unchanged, and an applied one the view [`advance_view`] predicted
+    /// (when it predicts one).
     async fn send(&mut self, tx: Transaction, o: rewards_core::Outcome) -> Option<ErrorKind> {
         let before = self.store.balance(&tx.member).await.ok();
+        let keys: Vec<_> = o.counters.iter().map(|c| c.key.clone()).collect();
+        let mut predicted = self.store.member_view(&tx.member, &keys).await.unwrap();
+        let predictable = advance_view(&mut predicted, &tx, &o);
         match self.store.append(&tx, &o).await {
             Ok(receipt) => {
                 assert!(!receipt.duplicate);
+                if predictable {
+                    let after = self.store.member_view(&tx.member, &keys).await.unwrap();
+                    assert_eq!(predicted, after, "{} {}: predicted view", tx.kind, tx.id);
+                }
                 self.sent.push((tx, o));
                 None
             }
@@ -200,6 +210,14 @@ async fn run(ops: Vec<Op>) {
                 };
                 let mut o = outcome_with_terms(&p, &refs, terms);
                 o = with_counter(o, &budget, rust_decimal::Decimal::from(awards[0]), Some(0));
+                if cents % 3 == 0 {
+                    // A tier change now or scheduled five days ahead.
+                    o.tier_change = Some(rewards_core::TierChange {
+                        from: None,
+                        to: std::sync::Arc::from(format!("t{}", cents % 5)),
+                        effective: days(now, i64::from(cents % 2) * 10 - 5),
+                    });
+                }
                 if claim {
                     o = with_budget(o, &budget, 0, BUDGET_LIMIT);
                 }

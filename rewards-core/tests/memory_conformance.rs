@@ -62,6 +62,11 @@ async fn tier_from_outcome() {
     conformance::check_tier_from_outcome(&store()).await;
 }
 
+#[tokio::test]
+async fn predicted_views() {
+    conformance::check_predicted_views(&store()).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrency() {
     conformance::check_concurrency(Arc::new(store())).await;

@@ -217,6 +217,10 @@ pub struct Metrics {
     pub applied: AtomicU64,
     /// Of those, redeliveries the store recognised as already applied.
     pub duplicates: AtomicU64,
+    /// Transactions evaluated from a predicted view that had to be
+    /// evaluated again from a fresh one (the store refused the outcome as
+    /// stale, or evaluation failed on the prediction).
+    pub reevaluated: AtomicU64,
     /// Points credited or debited by applied outcomes (signed sum).
     pub points_posted: AtomicI64,
     dead_letters: [AtomicU64; 4],
@@ -274,6 +278,7 @@ impl Metrics {
             received: AtomicU64::new(0),
             applied: AtomicU64::new(0),
             duplicates: AtomicU64::new(0),
+            reevaluated: AtomicU64::new(0),
             points_posted: AtomicI64::new(0),
             dead_letters: std::array::from_fn(|_| AtomicU64::new(0)),
             acked: AtomicU64::new(0),
@@ -351,6 +356,12 @@ impl Metrics {
             "rewards_transactions_duplicate_total",
             "Redelivered transactions the store recognised as already applied.",
             load(&self.duplicates),
+        );
+        counter(
+            &mut out,
+            "rewards_transactions_reevaluated_total",
+            "Transactions evaluated from a predicted member view that were evaluated again from a fresh one.",
+            load(&self.reevaluated),
         );
         header(
             &mut out,

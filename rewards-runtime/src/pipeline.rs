@@ -13,16 +13,26 @@
 //!   transactions are applied in the order the source delivered them (on
 //!   Kafka: partition order, the key being the member). Workers run in
 //!   parallel across members.
-//! - **Adaptive batching in waves.** A worker takes whatever is already
+//! - **Adaptive batching in rounds.** A worker takes whatever is already
 //!   waiting in its queue and never waits for more: one message alone is
 //!   appended at once (no latency cost at low load), a backlog is appended
-//!   in batches. Each round takes, in arrival order, the first waiting
-//!   transaction of each member, up to `max_batch` (a member's later
-//!   transactions wait for later rounds, at most `4 × max_batch` jobs are
-//!   held back). A round is a wave of distinct members: their views are
-//!   read in one `member_views` call and their outcomes appended in one
-//!   `append_batch`; the next round starts once it is durable, so a view
-//!   always reflects the member's earlier transactions.
+//!   in rounds of up to `max_batch` transactions, in arrival order. A round
+//!   reads every member's view in one `member_views` call and appends all
+//!   its outcomes in one `append_batch`.
+//! - **A member's run in one round.** A hot member's consecutive
+//!   transactions are evaluated one after another inside the round: the
+//!   first from the view the store gave, each next one from the view
+//!   [`advance_view`] predicts once the earlier ones are applied. Such an
+//!   outcome carries the version it expects
+//!   ([`Outcome::expects_version`]); if the premise fails (an earlier one
+//!   was a redelivered duplicate, or refused) the store refuses it as
+//!   stale without changing anything, and it goes back to the head of the
+//!   queue to be evaluated from a fresh view. Where nothing can be
+//!   predicted (after a refund, a settlement or a campaign-budget claim
+//!   the store may trim) the member's later transactions wait for the next
+//!   round. Each member's transactions are applied in the order the source
+//!   delivered them, and each outcome is the one a one-at-a-time run would
+//!   give.
 //! - **Acks** go to the source only after the outcome is durable (the store
 //!   returned `Ok`, or the dead-letter sink returned `Ok`).
 //! - **Bad input** (decode errors, unknown programs, evaluation failures,
@@ -40,7 +50,7 @@
 //!   so it is delivered again later).
 
 use std::collections::hash_map::DefaultHasher;
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -51,9 +61,12 @@ use chrono::{DateTime, Utc};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use rewards_core::ledger::Receipt;
+use rewards_core::ledger::{advance_view, Receipt};
 use rewards_core::store::MAX_BATCH_ITEMS;
-use rewards_core::{Error as StoreError, LedgerStore, MemberId, Outcome, Transaction};
+use rewards_core::{
+    CounterKey, Error as StoreError, ErrorKind, Evaluator, LedgerStore, MemberId, MemberView,
+    Outcome, Transaction,
+};
 
 use crate::breaker::{Backoff, CircuitBreaker};
 use crate::deadletter::{DeadLetter, DeadLetterReason, DeadLetterSink};
@@ -189,6 +202,16 @@ struct Job {
     meta: Meta,
 }
 
+impl Job {
+    /// A transaction put back to be evaluated again.
+    fn apply<P>((tx, meta, _): (Transaction, Meta, P)) -> Job {
+        Job {
+            work: Work::Apply(tx),
+            meta,
+        }
+    }
+}
+
 /// Why a store or sink call ended without a result.
 enum Stop {
     /// The store refused for good.
@@ -197,7 +220,7 @@ enum Stop {
     Aborted,
 }
 
-/// The transactions of one wave waiting for a store append.
+/// The evaluated transactions of one round waiting for a store append.
 #[derive(Default)]
 struct Segment {
     items: Vec<(Transaction, Outcome)>,
@@ -419,40 +442,30 @@ async fn dispatch(
 }
 
 /// How many batches' worth of jobs a worker may hold back (see
-/// [`take_round`]).
+/// [`Worker::run`]).
 const HOLD_BATCHES: usize = 4;
 
-/// Moves the next round out of `pending` into `batch`: in arrival order,
-/// every job whose member has no earlier job still waiting or already in
-/// the round, up to `max_batch` transactions (dead letters and stale jobs
-/// ride along). Each member's jobs keep their order, and a round holds at
-/// most one transaction per member, so the round is one wave: one
-/// `member_views` call and one `append_batch`. A hot member's later
-/// transactions wait for later rounds instead of splitting this one.
+/// Moves the next round out of `pending` into `batch`: the waiting jobs in
+/// arrival order, up to `max_batch` transactions (dead letters and stale
+/// jobs ride along). A member may have several transactions in a round:
+/// [`Worker::process`] evaluates them one after another.
 fn take_round(pending: &mut VecDeque<Job>, batch: &mut Vec<Job>, max_batch: usize) {
-    let mut members: HashSet<MemberId> = HashSet::new();
     let mut taken = 0;
-    let mut rest = VecDeque::with_capacity(pending.len());
-    while let Some(job) = pending.pop_front() {
-        let take = match &job.work {
-            Work::Reject(_) => true,
-            Work::Apply(_) if taken >= max_batch => false,
-            Work::Apply(tx) => {
-                if members.insert(tx.member.clone()) {
-                    taken += 1;
-                    true
-                } else {
-                    false
-                }
+    while let Some(job) = pending.front() {
+        if matches!(job.work, Work::Apply(_)) {
+            if taken >= max_batch {
+                break;
             }
-        };
-        if take {
-            batch.push(job);
-        } else {
-            rest.push_back(job);
+            taken += 1;
         }
+        batch.extend(pending.pop_front());
     }
-    *pending = rest;
+}
+
+/// One member's transactions in a round, in order, with their plans.
+struct Chain {
+    member: MemberId,
+    items: Vec<(Transaction, Meta, Arc<dyn Evaluator>)>,
 }
 
 struct Worker {
@@ -464,10 +477,9 @@ struct Worker {
 impl Worker {
     async fn run(mut self, mut queue: mpsc::Receiver<Job>) {
         let max_batch = self.inner.config.max_batch;
-        // Jobs held back because their member already has one in the
-        // round, in arrival order; bounded so a hot member cannot make the
-        // worker buffer without end (the queue then fills and the source
-        // slows down, as before).
+        // Jobs read ahead of the round, in arrival order; bounded so the
+        // worker never buffers without end (the queue then fills and the
+        // source slows down).
         let hold = max_batch.saturating_mul(HOLD_BATCHES);
         let mut pending: VecDeque<Job> = VecDeque::with_capacity(hold);
         let mut batch = Vec::with_capacity(max_batch);
@@ -485,31 +497,50 @@ impl Worker {
                 }
             }
             take_round(&mut pending, &mut batch, max_batch);
-            if self.process(&mut batch).await.is_err() {
-                for job in pending.drain(..) {
-                    self.abandon(job.meta);
+            match self.process(&mut batch).await {
+                // Put back first, in order: each is older than anything
+                // of its member still waiting.
+                Ok(again) => {
+                    for job in again.into_iter().rev() {
+                        pending.push_front(job);
+                    }
                 }
-                queue.close();
-                while let Ok(job) = queue.try_recv() {
-                    self.abandon(job.meta);
+                Err(()) => {
+                    for job in pending.drain(..) {
+                        self.abandon(job.meta);
+                    }
+                    queue.close();
+                    while let Ok(job) = queue.try_recv() {
+                        self.abandon(job.meta);
+                    }
+                    return;
                 }
-                return;
             }
         }
     }
 
-    /// Handles one batch in waves; `Err` when shutdown gave up (everything
-    /// not yet acknowledged is abandoned).
+    /// Handles one round. Returns the jobs to put back at the head of the
+    /// queue, or `Err` when shutdown gave up (everything not yet
+    /// acknowledged is then abandoned).
     ///
-    /// Wave 0 holds the first transaction of each member in the batch, wave
-    /// 1 the second ones, and so on (each wave in arrival order). A wave's
-    /// member views are read in one [`LedgerStore::member_views`] call, its
-    /// outcomes appended with one `append_batch`; the next wave starts only
-    /// once the previous one is durable, so every view reflects the
-    /// member's earlier transactions and each member's order is kept.
-    async fn process(&mut self, batch: &mut Vec<Job>) -> Result<(), ()> {
-        let mut waves: Vec<Vec<(Transaction, Meta)>> = Vec::new();
-        let mut seen: HashMap<MemberId, usize> = HashMap::new();
+    /// The round's transactions are grouped by member, in arrival order.
+    /// Every member's view is read once, in one
+    /// [`LedgerStore::member_views`] call for the round, with the counters
+    /// all of its transactions read. A member's first transaction is
+    /// evaluated from that view, each later one from the view
+    /// [`advance_view`] predicts once the earlier ones are applied, with
+    /// [`Outcome::expects_version`] set: if the premise fails (an earlier
+    /// one turns out a duplicate, or is refused) the store refuses the
+    /// outcome as stale and changes nothing, and the transaction is put
+    /// back to be evaluated from a fresh view. Where nothing can be
+    /// predicted (after a refund, or a campaign-budget claim that the store
+    /// may trim) the member's remaining transactions are put back for the
+    /// next round. All outcomes of the round go to one `append_batch`, so
+    /// a hot member costs no extra round trips.
+    async fn process(&mut self, batch: &mut Vec<Job>) -> Result<Vec<Job>, ()> {
+        let inner = self.inner.clone();
+        let mut chains: Vec<Chain> = Vec::new();
+        let mut index: HashMap<MemberId, usize> = HashMap::new();
         let mut jobs = batch.drain(..);
         while let Some(job) = jobs.next() {
             if job.meta.ack.is_stale() {
@@ -517,74 +548,59 @@ impl Worker {
                 self.inner.metrics.in_flight.fetch_sub(1, Ordering::Relaxed);
                 continue;
             }
-            match job.work {
-                Work::Reject(reason) => {
-                    if self.dead_letter(job.meta, None, reason).await.is_err() {
-                        self.abandon_waves(waves);
-                        self.abandon_all(jobs);
-                        return Err(());
+            let rejected = match job.work {
+                Work::Reject(reason) => self.dead_letter(job.meta, None, reason).await,
+                Work::Apply(tx) => match inner.programs.resolve(tx.program.as_deref()) {
+                    Ok(plan) => {
+                        let i = *index.entry(tx.member.clone()).or_insert_with(|| {
+                            chains.push(Chain {
+                                member: tx.member.clone(),
+                                items: Vec::new(),
+                            });
+                            chains.len() - 1
+                        });
+                        chains[i].items.push((tx, job.meta, plan));
+                        Ok(())
                     }
-                }
-                Work::Apply(tx) => {
-                    let wave = seen.entry(tx.member.clone()).or_insert(0);
-                    if waves.len() <= *wave {
-                        waves.push(Vec::new());
+                    Err(e) => {
+                        let reason = DeadLetterReason::program(&e);
+                        self.dead_letter(job.meta, Some(&tx), reason).await
                     }
-                    waves[*wave].push((tx, job.meta));
-                    *wave += 1;
-                }
-            }
-        }
-        drop(jobs);
-        let mut waves = waves.into_iter();
-        while let Some(wave) = waves.next() {
-            if self.run_wave(wave).await.is_err() {
-                self.abandon_waves(waves.collect());
+                },
+            };
+            if rejected.is_err() {
+                self.abandon_all(jobs.map(|job| job.meta));
+                self.abandon_chains(chains);
                 return Err(());
             }
         }
-        Ok(())
-    }
-
-    /// One wave (at most one transaction per member): resolve the plans,
-    /// read every view in one call, evaluate, append, acknowledge.
-    async fn run_wave(&mut self, wave: Vec<(Transaction, Meta)>) -> Result<(), ()> {
-        let inner = self.inner.clone();
-        let mut ready = Vec::with_capacity(wave.len());
-        let mut requests = Vec::with_capacity(wave.len());
-        let mut wave = wave.into_iter();
-        while let Some((tx, meta)) = wave.next() {
-            match inner.programs.resolve(tx.program.as_deref()) {
-                Ok(plan) => {
-                    let mut keys = Vec::new();
-                    plan.counter_keys(&tx, &mut keys);
-                    requests.push((tx.member.clone(), keys));
-                    ready.push((tx, meta, plan));
-                }
-                Err(e) => {
-                    let reason = DeadLetterReason::program(&e);
-                    if self.dead_letter(meta, Some(&tx), reason).await.is_err() {
-                        self.abandon_all_prepared(ready);
-                        for (_, meta) in wave {
-                            self.abandon(meta);
-                        }
-                        return Err(());
-                    }
-                }
-            }
+        drop(jobs);
+        if chains.is_empty() {
+            return Ok(Vec::new());
         }
-        if ready.is_empty() {
-            return Ok(());
-        }
+        let requests: Vec<(MemberId, Vec<CounterKey>)> = chains
+            .iter()
+            .map(|chain| {
+                let mut keys = Vec::new();
+                for (tx, _, plan) in &chain.items {
+                    plan.counter_keys(tx, &mut keys);
+                }
+                if chain.items.len() > 1 {
+                    keys.sort_unstable();
+                    keys.dedup();
+                }
+                (chain.member.clone(), keys)
+            })
+            .collect();
         let views = match self
             .store_call(|| inner.store.member_views(&requests))
             .await
         {
-            Ok(views) if views.len() == ready.len() => views.into_iter().map(Ok).collect(),
+            Ok(views) if views.len() == chains.len() => views.into_iter().map(Ok).collect(),
             // Refused as a whole (or answered oddly): ask one member at a
             // time, so that one bad member cannot sink the others.
             Ok(_) | Err(Stop::Permanent(_)) => {
-                let mut views = Vec::with_capacity(ready.len());
+                let mut views = Vec::with_capacity(chains.len());
                 for (member, keys) in &requests {
                     views.push(
                         self.store_call(|| inner.store.member_view(member, keys))
@@ -594,38 +610,77 @@ impl Worker {
                 views
             }
             Err(Stop::Aborted) => {
-                self.abandon_all_prepared(ready);
+                self.abandon_chains(chains);
                 return Err(());
             }
         };
+        drop(requests);
+
         let mut segment = Segment::default();
-        let mut items = ready.into_iter().zip(views);
-        while let Some(((tx, meta, plan), view)) = items.next() {
-            let view = match view {
-                Ok(view) => view,
-                Err(Stop::Permanent(e)) => {
+        let mut again: Vec<Job> = Vec::new();
+        let mut chains = chains.into_iter().zip(views);
+        while let Some((chain, view)) = chains.next() {
+            match self
+                .evaluate_chain(chain, view, &mut segment, &mut again)
+                .await
+            {
+                Ok(()) => {}
+                Err(()) => {
+                    self.abandon_segment(segment);
+                    self.abandon_all(again.into_iter().map(|job| job.meta));
+                    self.abandon_chains(chains.map(|(chain, _)| chain).collect());
+                    return Err(());
+                }
+            }
+        }
+        let mut stale = self.flush(&mut segment).await.inspect_err(|()| {
+            for job in again.drain(..) {
+                self.abandon(job.meta);
+            }
+        })?;
+        // A member's refused (stale) transactions precede its unevaluated ones.
+        stale.append(&mut again);
+        Ok(stale)
+    }
+
+    /// Evaluates one member's transactions from `view` (see
+    /// [`Worker::process`]) into `segment`; what must wait for the next
+    /// round goes to `again`. `Err` when shutdown gave up: the chain's
+    /// own jobs are then already abandoned.
+    async fn evaluate_chain(
+        &mut self,
+        chain: Chain,
+        view: Result<MemberView, Stop>,
+        segment: &mut Segment,
+        again: &mut Vec<Job>,
+    ) -> Result<(), ()> {
+        let inner = self.inner.clone();
+        let mut items = chain.items.into_iter();
+        let mut view = match view {
+            Ok(view) => view,
+            Err(Stop::Permanent(e)) => {
+                let reason = DeadLetterReason::ledger(&e);
+                while let Some((tx, meta, _)) = items.next() {
                     if self
-                        .dead_letter(meta, Some(&tx), DeadLetterReason::ledger(&e))
+                        .dead_letter(meta, Some(&tx), reason.clone())
                         .await
                         .is_err()
                     {
-                        self.abandon_segment(segment);
-                        for ((_, meta, _), _) in items {
-                            self.abandon(meta);
-                        }
+                        self.abandon_all(items.map(|(_, meta, _)| meta));
                         return Err(());
                     }
-                    continue;
                 }
-                Err(Stop::Aborted) => {
-                    self.abandon(meta);
-                    self.abandon_segment(segment);
-                    for ((_, meta, _), _) in items {
-                        self.abandon(meta);
-                    }
-                    return Err(());
-                }
-            };
+                return Ok(());
+            }
+            Err(Stop::Aborted) => {
+                self.abandon_all(items.map(|(_, meta, _)| meta));
+                return Err(());
+            }
+        };
+        // False while `view` is what the store said; true once it is a
+        // prediction.
+        let mut predicted = false;
+        while let Some((tx, meta, plan)) = items.next() {
             let started = Instant::now();
             let evaluated = plan.evaluate(&tx, &view);
             inner
@@ -633,29 +688,47 @@ impl Worker {
                 .evaluation_us
                 .observe_duration(started.elapsed());
             match evaluated {
-                Ok(outcome) => {
+                Ok(mut outcome) => {
+                    if predicted {
+                        outcome.expects_version = Some(view.version);
+                    }
+                    predicted = advance_view(&mut view, &tx, &outcome);
                     segment.items.push((tx, outcome));
                     segment.metas.push(meta);
+                    if !predicted {
+                        // Nothing to predict past this one.
+                        again.extend(items.map(Job::apply));
+                        return Ok(());
+                    }
+                }
+                Err(_) if predicted => {
+                    // Perhaps only the prediction made it fail: evaluate
+                    // it again from what the store says.
+                    inner.metrics.reevaluated.fetch_add(1, Ordering::Relaxed);
+                    again.push(Job::apply((tx, meta, plan)));
+                    again.extend(items.map(Job::apply));
+                    return Ok(());
                 }
                 Err(failure) => {
+                    // The view stays what the store said: the next one
+                    // is evaluated from it as it is.
                     let reason = DeadLetterReason::evaluate(&failure);
                     if self.dead_letter(meta, Some(&tx), reason).await.is_err() {
-                        self.abandon_segment(segment);
-                        for ((_, meta, _), _) in items {
-                            self.abandon(meta);
-                        }
+                        self.abandon_all(items.map(|(_, meta, _)| meta));
                         return Err(());
                     }
                 }
             }
         }
-        self.flush(&mut segment).await
+        Ok(())
     }
 
-    /// Appends the segment and acknowledges each message.
-    async fn flush(&mut self, segment: &mut Segment) -> Result<(), ()> {
+    /// Appends the segment and acknowledges each message; returns the
+    /// transactions the store refused as stale (evaluated from a view that
+    /// is no longer current), to be evaluated again.
+    async fn flush(&mut self, segment: &mut Segment) -> Result<Vec<Job>, ()> {
         if segment.items.is_empty() {
-            return Ok(());
+            return Ok(Vec::new());
         }
         let inner = self.inner.clone();
         let items = std::mem::take(&mut segment.items);
@@ -695,12 +768,21 @@ impl Worker {
         };
         inner.metrics.append_us.observe_duration(started.elapsed());
         let mut aborted = false;
-        for ((result, meta), (tx, _)) in results.into_iter().zip(metas).zip(&items) {
+        let mut stale = Vec::new();
+        for ((result, meta), (tx, _)) in results.into_iter().zip(metas).zip(items) {
             match result {
                 Ok(receipt) => self.applied(meta, receipt),
+                Err(Stop::Permanent(e)) if e.kind() == ErrorKind::Stale => {
+                    tracing::debug!(tx = %tx.id, error = %e, "evaluated from a stale view; again");
+                    inner.metrics.reevaluated.fetch_add(1, Ordering::Relaxed);
+                    stale.push(Job {
+                        work: Work::Apply(tx),
+                        meta,
+                    });
+                }
                 Err(Stop::Permanent(e)) => {
                     if self
-                        .dead_letter(meta, Some(tx), DeadLetterReason::ledger(&e))
+                        .dead_letter(meta, Some(&tx), DeadLetterReason::ledger(&e))
                         .await
                         .is_err()
                     {
@@ -714,9 +796,10 @@ impl Worker {
             }
         }
         if aborted {
+            self.abandon_all(stale.into_iter().map(|job| job.meta));
             Err(())
         } else {
-            Ok(())
+            Ok(stale)
         }
     }
 
@@ -843,21 +926,17 @@ impl Worker {
         }
     }
 
-    fn abandon_all(&self, jobs: impl Iterator<Item = Job>) {
-        for job in jobs {
-            self.abandon(job.meta);
-        }
-    }
-
-    fn abandon_waves(&self, waves: Vec<Vec<(Transaction, Meta)>>) {
-        for (_, meta) in waves.into_iter().flatten() {
+    fn abandon_all(&self, metas: impl Iterator<Item = Meta>) {
+        for meta in metas {
             self.abandon(meta);
         }
     }
 
-    fn abandon_all_prepared<P>(&self, ready: Vec<(Transaction, Meta, P)>) {
-        for (_, meta, _) in ready {
-            self.abandon(meta);
-        }
+    fn abandon_chains(&self, chains: Vec<Chain>) {
+        self.abandon_all(
+            chains
+                .into_iter()
+                .flat_map(|chain| chain.items.into_iter().map(|(_, meta, _)| meta)),
+        );
     }
 }

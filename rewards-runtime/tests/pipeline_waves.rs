@@ -1,17 +1,23 @@
-//! The pipeline's rounds ("waves"): a hot member mixed with many others,
-//! through a store that records every append. Each call holds distinct
-//! members, each member's transactions are applied in input order (a
-//! refund right behind its purchase finds it), and the balances are exact.
+//! The pipeline's rounds: a hot member mixed with many others, through a
+//! store that records every append. A member's consecutive purchases ride
+//! one append call (each evaluated from the view its predecessors leave),
+//! a refund ends the member's run in a call, each member's transactions
+//! are applied in input order, and the balances are exact; transactions
+//! evaluated behind redelivered ones are refused as stale and evaluated
+//! again from the store.
 
 mod common;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
 use rewards_core::memory::MemoryStore;
-use rewards_core::{LedgerStore, MemberId};
+use rewards_core::{
+    Component, ComponentKind, CounterKey, EvalFailure, Evaluator, LedgerStore, MemberView, Outcome,
+    Points, RulesetStamp, Transaction,
+};
 use rewards_runtime::{
     Backoff, JsonLinesSource, MemoryDeadLetters, Metrics, Pipeline, PipelineConfig, ProgramRegistry,
 };
@@ -19,15 +25,15 @@ use rewards_runtime::{
 use common::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn rounds_hold_distinct_members_and_keep_each_members_order() {
+async fn a_hot_members_run_rides_one_call_in_order_and_a_refund_ends_it() {
     // Each batch append is held 2 ms so that a backlog forms behind it.
     let store = Arc::new(
         FlakyStore::new(Arc::new(MemoryStore::default()), 0)
             .with_append_delay(Duration::from_millis(2)),
     );
     // One worker sees everything: the hot member "w-hot" is every other
-    // transaction, each of its purchases followed by a refund of it two
-    // transactions later; 60 cold members once or twice each.
+    // transaction, three purchases then a refund of the third; 60 cold
+    // members once or twice each.
     let mut lines = Vec::new();
     let mut order: HashMap<String, Vec<String>> = HashMap::new();
     let mut expected: HashMap<String, i64> = HashMap::new();
@@ -43,7 +49,7 @@ async fn rounds_hold_distinct_members_and_keep_each_members_order() {
         let cold = format!("w-c{:02}", i % 60);
         let id = format!("w-c-{i:03}");
         push(purchase(&id, &cold, "3.00"), &cold, &id, 3);
-        if i % 2 == 0 {
+        if i % 4 != 3 {
             let id = format!("w-h-{i:03}");
             push(purchase(&id, "w-hot", "10.00"), "w-hot", &id, 10);
         } else {
@@ -58,6 +64,8 @@ async fn rounds_hold_distinct_members_and_keep_each_members_order() {
         .await
         .expect("write input");
     let metrics = Arc::new(Metrics::new());
+    let metrics_reevaluated = metrics.clone();
+    let metrics_reevaluated = &metrics_reevaluated.reevaluated;
     let programs = Arc::new(ProgramRegistry::single(
         PointsPerUnit::new(1, 1).arc(),
         metrics.clone(),
@@ -91,14 +99,18 @@ async fn rounds_hold_distinct_members_and_keep_each_members_order() {
 
     let calls = store.calls.lock().expect("calls").clone();
     let mut applied: HashMap<String, Vec<String>> = HashMap::new();
+    let mut longest_run = 0;
     for call in &calls {
         assert!(call.len() <= 16, "at most max_batch per call");
-        let members: HashSet<&MemberId> = call.iter().map(|(m, _)| m).collect();
-        assert_eq!(
-            members.len(),
-            call.len(),
-            "distinct members per call: {call:?}"
-        );
+        let hot: Vec<&str> = call
+            .iter()
+            .filter(|(m, _)| m.as_str() == "w-hot")
+            .map(|(_, id)| id.as_str())
+            .collect();
+        longest_run = longest_run.max(hot.len());
+        if let Some(refund) = hot.iter().position(|id| id.starts_with("w-r-")) {
+            assert_eq!(refund + 1, hot.len(), "a refund ends the run: {call:?}");
+        }
         for (m, id) in call {
             applied
                 .entry(m.as_str().to_owned())
@@ -106,11 +118,128 @@ async fn rounds_hold_distinct_members_and_keep_each_members_order() {
                 .push(id.as_str().to_owned());
         }
     }
+    assert!(
+        longest_run > 1,
+        "the backlog gave some call several of the hot member's transactions: {calls:?}"
+    );
     assert_eq!(applied, order, "each member's transactions in input order");
     // One view read per round, never more than one per append call.
     assert!(store.view_calls.load(Ordering::SeqCst) as usize <= calls.len());
+    assert_eq!(
+        metrics_reevaluated.load(Ordering::Relaxed),
+        0,
+        "nothing was a duplicate or refused: every prediction held"
+    );
     for (member, points) in &expected {
         assert_eq!(available(store.as_ref(), member).await, *points, "{member}");
     }
     assert!(store.reconcile().await.expect("reconcile").drift.is_empty());
+}
+
+/// Awards one point per whole unit, but never past a balance of 100: what
+/// it awards depends on the member's view, so an outcome evaluated from a
+/// wrong prediction would be visibly wrong.
+struct CappedAtHundred(RulesetStamp);
+
+impl Evaluator for CappedAtHundred {
+    fn stamp(&self) -> &RulesetStamp {
+        &self.0
+    }
+    fn counter_keys(&self, _tx: &Transaction, _keys: &mut Vec<CounterKey>) {}
+    fn evaluate(&self, tx: &Transaction, view: &MemberView) -> Result<Outcome, EvalFailure> {
+        use rust_decimal::prelude::ToPrimitive;
+        let units = tx.amount.amount.trunc().to_i64().unwrap_or(0);
+        let room = (100 - view.balance.get()).max(0);
+        let mut outcome = Outcome::empty(tx.id.clone(), tx.member.clone(), tx.kind, self.0.clone());
+        outcome.components.push(Component {
+            rule: Arc::from("capped"),
+            label: Arc::from("capped at 100"),
+            kind: ComponentKind::Earn,
+            points: Points(units.min(room)),
+            exact: rust_decimal::Decimal::from(units.min(room)),
+            budget: None,
+        });
+        Ok(outcome)
+    }
+    fn explain(&self, tx: &Transaction, view: &MemberView) -> Result<Outcome, EvalFailure> {
+        self.evaluate(tx, view)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transactions_behind_redelivered_ones_are_evaluated_again_from_the_store() {
+    let plan: Arc<dyn Evaluator> = Arc::new(CappedAtHundred(RulesetStamp {
+        id: Arc::from("capped"),
+        version: 1,
+        hash: Arc::from("capped-v1"),
+    }));
+    let memory = Arc::new(MemoryStore::default());
+    let store =
+        Arc::new(FlakyStore::new(memory.clone(), 0).with_append_delay(Duration::from_millis(2)));
+    // Twelve purchases of 10 by one member; the first four were applied
+    // before a crash lost their acknowledgements, so all twelve come again.
+    let lines: Vec<String> = (0..12)
+        .map(|i| purchase(&format!("d-{i:02}"), "d-hot", "10.00"))
+        .collect();
+    for line in &lines[..4] {
+        let tx = Transaction::from_json_bytes(line.as_bytes()).expect("decode");
+        let view = memory.member_view(&tx.member, &[]).await.expect("view");
+        let outcome = plan.evaluate(&tx, &view).expect("evaluate");
+        memory.append(&tx, &outcome).await.expect("append");
+    }
+    assert_eq!(available(memory.as_ref(), "d-hot").await, 40);
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("tx.jsonl");
+    tokio::fs::write(&path, lines.join("\n") + "\n")
+        .await
+        .expect("write input");
+    let metrics = Arc::new(Metrics::new());
+    let programs = Arc::new(ProgramRegistry::single(plan, metrics.clone()));
+    let dead = Arc::new(MemoryDeadLetters::new());
+    let pipeline = Pipeline::with_config(
+        store.clone(),
+        programs,
+        dead.clone(),
+        metrics.clone(),
+        PipelineConfig {
+            workers: 1,
+            max_batch: 16,
+            ..PipelineConfig::default()
+        },
+    );
+    let mut source = JsonLinesSource::open(&path).await.expect("open");
+    let report = pipeline
+        .run(&mut source, std::future::pending())
+        .await
+        .expect("run");
+    assert_eq!(report.received, 12);
+    assert_eq!(report.applied, 12);
+    assert_eq!(report.duplicates, 4);
+    assert_eq!(report.dead_lettered, 0, "{:?}", dead.take());
+    // Sequentially: 10 each until the balance reaches 100, then nothing. A
+    // prediction that counted the redelivered four again would have seen
+    // 100 early and awarded less.
+    assert_eq!(available(memory.as_ref(), "d-hot").await, 100);
+    let history = memory
+        .history(&member("d-hot"), 0, 100)
+        .await
+        .expect("history");
+    assert_eq!(history.len(), 10, "ten purchases earned, two found no room");
+    assert!(memory
+        .reconcile()
+        .await
+        .expect("reconcile")
+        .drift
+        .is_empty());
+    // Wherever a call held a redelivered transaction followed by a new one
+    // of the member, the new ones were refused as stale and done again.
+    let calls = store.calls.lock().expect("calls").clone();
+    let behind_duplicate = calls.iter().any(|call| {
+        call.iter()
+            .position(|(_, id)| id.as_str() < "d-04")
+            .is_some_and(|dup| call[dup..].iter().any(|(_, id)| id.as_str() >= "d-04"))
+    });
+    let reevaluated = metrics.reevaluated.load(Ordering::Relaxed);
+    assert_eq!(behind_duplicate, reevaluated > 0, "{calls:?}");
 }

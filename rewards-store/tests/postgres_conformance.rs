@@ -69,6 +69,12 @@ async fn tier_from_outcome() {
     conformance::check_tier_from_outcome(&*t.store).await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn predicted_views() {
+    let t = PgTest::new().await;
+    conformance::check_predicted_views(&*t.store).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrency() {
     let t = PgTest::new().await;

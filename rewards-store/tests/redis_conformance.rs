@@ -144,6 +144,7 @@ conformance_on_both! {
     caps_and_budgets => |s: Cached| async move { conformance::check_caps_and_budgets(&s).await };
     adjustments => |s: Cached| async move { conformance::check_adjustments(&s).await };
     tier_from_outcome => |s: Cached| async move { conformance::check_tier_from_outcome(&s).await };
+    predicted_views => |s: Cached| async move { conformance::check_predicted_views(&s).await };
     concurrency => |s: Cached| async move { conformance::check_concurrency(Arc::new(s)).await };
     expiry => |s: Cached| async move { conformance::sweep_check_expiry(&s).await };
     pending => |s: Cached| async move { conformance::sweep_check_pending(&s).await };

@@ -51,6 +51,10 @@ pub struct JournalView {
     pub counters: Vec<(CounterKey, Decimal)>,
     /// Available balance.
     pub balance: Points,
+    /// The member's version the view was read at (absent in journals
+    /// written before it was recorded).
+    #[serde(default)]
+    pub version: u64,
 }
 
 impl From<&MemberView> for JournalView {
@@ -64,6 +68,7 @@ impl From<&MemberView> for JournalView {
             attributes: v.attributes.clone(),
             counters,
             balance: v.balance,
+            version: v.version,
         }
     }
 }
@@ -76,6 +81,7 @@ impl From<JournalView> for MemberView {
             attributes: v.attributes,
             counters: v.counters.into_iter().collect(),
             balance: v.balance,
+            version: v.version,
         }
     }
 }
@@ -281,6 +287,14 @@ impl JournalingStore {
         let view = self.views().remove(&tx.member);
         if receipt.duplicate {
             return;
+        }
+        // The pipeline evaluates a member's next transaction in the same
+        // round from the view predicted past this one: keep that.
+        if let Some(view) = &view {
+            let mut next = view.clone();
+            if rewards_core::ledger::advance_view(&mut next, tx, outcome) {
+                self.views().insert(tx.member.clone(), next);
+            }
         }
         let entry = JournalEntry {
             tx: tx.to_json_value(),

@@ -1160,6 +1160,146 @@ pub async fn check_tier_from_outcome(store: &dyn LedgerStore) {
     );
 }
 
+/// Views carry the member's version, [`advance_view`] predicts exactly the
+/// view the store gives after an earn it can predict (counters, held and
+/// pending lots, a tier change now and one scheduled), and an outcome that
+/// expects another version is refused as stale, alone or in a batch,
+/// changing nothing; a duplicate is still recognised whatever it expects.
+///
+/// [`advance_view`]: crate::ledger::advance_view
+pub async fn check_predicted_views(store: &dyn LedgerStore) {
+    use crate::ledger::advance_view;
+    let s = Scope::new("predict");
+    let m = s.member("m");
+    let t0 = year(2094);
+    let (k1, k2) = (s.name("k1"), s.name("k2"));
+    let keys = [lifetime(&k1), lifetime(&k2)];
+    let view = store.member_view(&m, &keys).await.expect("view");
+    assert_eq!(view.version, 0, "a member never seen is at version 0");
+
+    let gold = TierChange {
+        from: None,
+        to: Arc::from("gold"),
+        effective: t0,
+    };
+    let platinum_later = TierChange {
+        from: Some(Arc::from("gold")),
+        to: Arc::from("platinum"),
+        effective: days(t0, 30),
+    };
+    let p1 = purchase(&s.id("p1"), &m, "10.00", t0);
+    let mut a1 = purchase(&s.id("a1"), &m, "7.00", t0);
+    a1.kind = TxKind::Authorization;
+    let p2 = purchase(&s.id("p2"), &m, "5.00", days(t0, 1));
+    let p3 = purchase(&s.id("p3"), &m, "4.00", days(t0, 2));
+    let p4 = purchase(&s.id("p4"), &m, "3.00", days(t0, 3));
+    let mut o1 = with_counter(
+        outcome(&p1, &[("base", 10), ("bonus", 5)]),
+        &k1,
+        dec("1"),
+        None,
+    );
+    o1.tier_change = Some(gold);
+    let o_a1 = with_counter(outcome(&a1, &[("base", 7)]), &k1, dec("2.5"), None);
+    let o2 = outcome_with_terms(
+        &p2,
+        &[("base", 5)],
+        LotTerms {
+            available_at: Some(days(t0, 20)),
+            expires_at: None,
+        },
+    );
+    let mut o3 = with_counter(
+        with_counter(outcome(&p3, &[("base", 4)]), &k2, dec("4"), Some(0)),
+        &k2,
+        dec("-1.25"),
+        Some(0),
+    );
+    o3.tier_change = Some(platinum_later);
+    let o4 = outcome(&p4, &[]);
+    for (t, o) in [(&p1, o1), (&a1, o_a1), (&p2, o2), (&p3, o3), (&p4, o4)] {
+        let before = store.member_view(&m, &keys).await.expect("view before");
+        let mut predicted = before.clone();
+        assert!(advance_view(&mut predicted, t, &o), "{}: predictable", t.id);
+        let mut o = o;
+        o.expects_version = Some(before.version);
+        let receipt = store
+            .append(t, &o)
+            .await
+            .expect("append at the expected version");
+        assert_eq!(receipt.version, before.version + 1);
+        let after = store.member_view(&m, &keys).await.expect("view after");
+        assert_eq!(
+            predicted, after,
+            "{}: the prediction is the store's view",
+            t.id
+        );
+    }
+    let view = store.member_view(&m, &keys).await.expect("view");
+    assert_eq!(view.version, 5);
+    assert_eq!(
+        view.balance,
+        Points(19),
+        "10 + 5 + 4; held and pending apart"
+    );
+    assert_eq!(
+        view.tier.as_deref(),
+        Some("gold"),
+        "platinum only scheduled"
+    );
+
+    // Stale alone: refused, nothing changed.
+    let p5 = purchase(&s.id("p5"), &m, "9.00", days(t0, 4));
+    let mut o5 = outcome(&p5, &[("base", 9)]);
+    o5.expects_version = Some(4);
+    expect_kind(
+        store.append(&p5, &o5).await,
+        ErrorKind::Stale,
+        "stale alone",
+    );
+    assert_eq!(store.member_view(&m, &keys).await.expect("view"), view);
+    // In a batch: the right expectations apply, the wrong one is refused.
+    let p6 = purchase(&s.id("p6"), &m, "6.00", days(t0, 4));
+    let mut o6 = outcome(&p6, &[("base", 6)]);
+    o6.expects_version = Some(6);
+    o5.expects_version = Some(5);
+    let p7 = purchase(&s.id("p7"), &m, "2.00", days(t0, 4));
+    let mut o7 = outcome(&p7, &[("base", 2)]);
+    o7.expects_version = Some(6);
+    let got: Vec<_> = store
+        .append_batch(&[(p5.clone(), o5.clone()), (p6, o6), (p7, o7)])
+        .await
+        .expect("batch")
+        .iter()
+        .map(summary)
+        .collect();
+    assert!(
+        matches!(&got[0], Ok(r) if r.version == 6 && !r.duplicate),
+        "{got:?}"
+    );
+    assert!(matches!(&got[1], Ok(r) if r.version == 7), "{got:?}");
+    assert_eq!(got[2], Err(ErrorKind::Stale), "{got:?}");
+    // A duplicate is a duplicate, whatever version it expected.
+    o5.expects_version = Some(1);
+    let again = store.append(&p5, &o5).await.expect("duplicate");
+    assert!(again.duplicate && again.version == 6);
+    let view = store.member_view(&m, &keys).await.expect("view");
+    assert_eq!((view.version, view.balance), (7, Points(34)));
+    assert_conserved(store, &m).await;
+
+    // Nothing predicted past a budget claim or a refund.
+    let p8 = purchase(&s.id("p8"), &m, "1.00", days(t0, 5));
+    let budgeted = with_budget(outcome(&p8, &[("promo", 1)]), &s.name("promo"), 0, 100);
+    let mut unchanged = view.clone();
+    assert!(!advance_view(&mut unchanged, &p8, &budgeted));
+    let r1 = referring(TxKind::Refund, &s.id("r1"), &m, "1.00", days(t0, 5), &p1.id);
+    assert!(!advance_view(&mut unchanged, &r1, &outcome(&r1, &[])));
+    assert_eq!(
+        unchanged, view,
+        "a refused prediction leaves the view alone"
+    );
+}
+
 /// Reconciliation finds no drift in a store that only the ledger wrote.
 pub async fn check_reconcile(store: &dyn LedgerStore) {
     let report = store.reconcile().await.expect("reconcile");
@@ -1610,6 +1750,7 @@ pub async fn run_all(store: Arc<dyn LedgerStore>, authorization_ttl: Duration) {
     check_caps_and_budgets(s).await;
     check_adjustments(s).await;
     check_tier_from_outcome(s).await;
+    check_predicted_views(s).await;
     check_concurrency(store.clone()).await;
     sweep_check_expiry(s).await;
     sweep_check_pending(s).await;

@@ -451,6 +451,16 @@ fn transaction<'s>(
             outcome.tx_id, outcome.kind, outcome.member, tx.id, tx.kind, tx.member
         )));
     }
+    if let Some(expected) = outcome.expects_version {
+        if expected != state.member.version {
+            return Err(Error::Stale {
+                id: tx.id.clone(),
+                member: tx.member.clone(),
+                expected,
+                actual: state.member.version,
+            });
+        }
+    }
     let fingerprint = Some(tx.fingerprint());
     let mut work = Work::new(
         state,
@@ -1346,7 +1356,81 @@ pub fn member_view(
         attributes,
         counters,
         balance: record.map(|r| r.balances.available).unwrap_or_default(),
+        version: record.map_or(0, |r| r.version),
     }
+}
+
+/// Moves `view` past `tx`: the view the member's next transaction would
+/// see once `tx` is applied with `outcome`, without asking the store.
+///
+/// Only an earn whose effect the outcome fully decides can be predicted: a
+/// purchase or authorization with no campaign-budget claim (a budget may be
+/// trimmed by other members' draws). Its effect mirrors [`apply`]'s: the
+/// version goes up by one, each counter by its delta, the available
+/// balance by the points unless the lot is held or pending, and the tier
+/// changes when the outcome's change takes effect by the transaction's
+/// time. Returns `false` (and leaves `view` as it was) for anything else,
+/// or on overflow. The prediction is only as good as its premise (the
+/// transaction is applied, not refused or a duplicate), so a caller that
+/// evaluates from a predicted view sets [`Outcome::expects_version`] and
+/// the store refuses the outcome when the premise failed.
+pub fn advance_view(
+    view: &mut crate::member::MemberView,
+    tx: &Transaction,
+    outcome: &Outcome,
+) -> bool {
+    if !matches!(tx.kind, TxKind::Purchase | TxKind::Authorization)
+        || !outcome.budgets.is_empty()
+        || outcome.tx_id != tx.id
+        || outcome.member != tx.member
+        || outcome.kind != tx.kind
+    {
+        return false;
+    }
+    let Some(version) = view.version.checked_add(1) else {
+        return false;
+    };
+    let Ok(total) = outcome.total_points() else {
+        return false;
+    };
+    if outcome.components.iter().any(|c| c.points.get() < 0) {
+        return false;
+    }
+    let pending =
+        tx.kind == TxKind::Authorization || outcome.lot.available_at.is_some_and(|at| at > tx.time);
+    let balance = if pending {
+        view.balance
+    } else {
+        match view.balance.checked_add(total) {
+            Ok(b) => b,
+            Err(_) => return false,
+        }
+    };
+    // Applied in order: a key named twice ends at the sum of both deltas.
+    let mut counters: Vec<(CounterKey, Decimal)> = Vec::with_capacity(outcome.counters.len());
+    for c in &outcome.counters {
+        if c.delta.is_zero() {
+            continue;
+        }
+        let current = counters
+            .iter()
+            .rev()
+            .find(|(k, _)| *k == c.key)
+            .map_or_else(|| view.counter(&c.key), |(_, v)| *v);
+        let Some(after) = current.checked_add(c.delta) else {
+            return false;
+        };
+        counters.push((c.key.clone(), after));
+    }
+    view.version = version;
+    view.balance = balance;
+    view.counters.extend(counters);
+    if let Some(change) = &outcome.tier_change {
+        if change.effective <= tx.time {
+            view.tier = Some(change.to.clone());
+        }
+    }
+    true
 }
 
 #[cfg(test)]

@@ -171,7 +171,8 @@ mod entry;
 mod model;
 
 pub use apply::{
-    apply, apply_with_open_lots, check_member, fold_balances_from_lots, member_view, OpenLots,
+    advance_view, apply, apply_with_open_lots, check_member, fold_balances_from_lots, member_view,
+    OpenLots,
 };
 pub use entry::{
     check_inbox, BudgetDelta, Command, LedgerConfig, LedgerEntry, LotNeed, MemberState, Needs,
