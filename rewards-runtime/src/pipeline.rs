@@ -30,7 +30,9 @@
 //!   queue to be evaluated from a fresh view. Where nothing can be
 //!   predicted (after a refund, a settlement or a campaign-budget claim
 //!   the store may trim) the member's later transactions wait for the next
-//!   round. Each member's transactions are applied in the order the source
+//!   round; a round takes none of a member's transactions past its first
+//!   refund (or other referring kind), so a hot member's backlog never
+//!   crowds the other members out of a round. Each member's transactions are applied in the order the source
 //!   delivered them, and each outcome is the one a one-at-a-time run would
 //!   give.
 //! - **Acks** go to the source only after the outcome is durable (the store
@@ -50,7 +52,7 @@
 //!   so it is delivered again later).
 
 use std::collections::hash_map::DefaultHasher;
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::future::Future;
 use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -65,7 +67,7 @@ use rewards_core::ledger::{advance_view, Receipt};
 use rewards_core::store::MAX_BATCH_ITEMS;
 use rewards_core::{
     CounterKey, Error as StoreError, ErrorKind, Evaluator, LedgerStore, MemberId, MemberView,
-    Outcome, Transaction,
+    Outcome, Transaction, TxKind,
 };
 
 use crate::breaker::{Backoff, CircuitBreaker};
@@ -447,19 +449,36 @@ const HOLD_BATCHES: usize = 4;
 
 /// Moves the next round out of `pending` into `batch`: the waiting jobs in
 /// arrival order, up to `max_batch` transactions (dead letters and stale
-/// jobs ride along). A member may have several transactions in a round:
-/// [`Worker::process`] evaluates them one after another.
+/// jobs ride along). A member may have several transactions in a round,
+/// which [`Worker::process`] evaluates one after another, but none past
+/// its first that no view can be predicted past (a refund, settlement,
+/// reversal, chargeback or adjustment): its later ones stay waiting, in
+/// order, and do not count, so a hot member's backlog cannot crowd the
+/// other members out of a round.
 fn take_round(pending: &mut VecDeque<Job>, batch: &mut Vec<Job>, max_batch: usize) {
+    let mut closed: HashSet<MemberId> = HashSet::new();
     let mut taken = 0;
-    while let Some(job) = pending.front() {
-        if matches!(job.work, Work::Apply(_)) {
-            if taken >= max_batch {
-                break;
+    let mut rest = VecDeque::with_capacity(pending.len());
+    while let Some(job) = pending.pop_front() {
+        let take = match &job.work {
+            Work::Reject(_) => true,
+            Work::Apply(_) if taken >= max_batch => false,
+            Work::Apply(tx) if closed.contains(&tx.member) => false,
+            Work::Apply(tx) => {
+                if !matches!(tx.kind, TxKind::Purchase | TxKind::Authorization) {
+                    closed.insert(tx.member.clone());
+                }
+                taken += 1;
+                true
             }
-            taken += 1;
+        };
+        if take {
+            batch.push(job);
+        } else {
+            rest.push_back(job);
         }
-        batch.extend(pending.pop_front());
     }
+    *pending = rest;
 }
 
 /// One member's transactions in a round, in order, with their plans.

@@ -161,10 +161,15 @@ async fn feed(
                 let secs = started.elapsed().as_secs().max(1);
                 let rate = (done - last) / every.as_secs().max(1);
                 let eta = total.saturating_sub(done) / rate.max(1);
+                let appends = metrics.append_us.count().max(1);
                 eprintln!(
-                    "day-run [{label}] {done}/{total} ({}%) {rate}/s now, {}/s mean, eta {eta}s",
+                    "day-run [{label}] {done}/{total} ({}%) {rate}/s now, {}/s mean, eta {eta}s; \
+                     appends {appends}: mean {} tx, {} ms; re-evaluated {}",
                     done * 100 / total.max(1),
-                    done / secs
+                    done / secs,
+                    metrics.batch_size.sum() / appends,
+                    metrics.append_us.sum() / appends / 1000,
+                    metrics.reevaluated.load(Ordering::Relaxed),
                 );
                 last = done;
             }

@@ -200,12 +200,19 @@ impl Sql {
                         tier, tier_since, scheduled_tier, attributes \
                  FROM {s}.members WHERE member_id = $1"
             ),
+            // Counter reads probe the primary key once per wanted key
+            // (LATERAL ... LIMIT 1 cannot be flattened into a join): a
+            // generic plan made while the table was small (a fresh schema)
+            // would otherwise hash-join every member's counters on
+            // (name, window), which took seconds per call as the table grew.
             view_counters: format!(
-                "SELECT c.name, c.window_key, c.value FROM {s}.counters c \
-                 JOIN {s}.members m ON m.member_key = c.member_key \
-                 WHERE m.member_id = $1 \
-                   AND (c.name, c.window_key) IN \
-                       (SELECT * FROM unnest($2::text[], $3::text[]))"
+                "SELECT c.name, c.window_key, c.value \
+                 FROM {s}.members m \
+                 CROSS JOIN unnest($2::text[], $3::text[]) AS u(name, window_key) \
+                 JOIN LATERAL (SELECT c.name, c.window_key, c.value FROM {s}.counters c \
+                               WHERE c.member_key = m.member_key AND c.name = u.name \
+                                 AND c.window_key = u.window_key LIMIT 1) c ON true \
+                 WHERE m.member_id = $1"
             ),
             view_members: format!(
                 "SELECT member_key, member_id, version, posting_seq, available, pending, \
@@ -216,8 +223,9 @@ impl Sql {
                 "SELECT m.member_id, c.name, c.window_key, c.value \
                  FROM unnest($1::text[], $2::text[], $3::text[]) AS u(member_id, name, window_key) \
                  JOIN {s}.members m ON m.member_id = u.member_id \
-                 JOIN {s}.counters c ON c.member_key = m.member_key \
-                      AND c.name = u.name AND c.window_key = u.window_key"
+                 JOIN LATERAL (SELECT c.name, c.window_key, c.value FROM {s}.counters c \
+                               WHERE c.member_key = m.member_key AND c.name = u.name \
+                                 AND c.window_key = u.window_key LIMIT 1) c ON true"
             ),
             balance: format!(
                 "SELECT version, available, pending, tier FROM {s}.members \
