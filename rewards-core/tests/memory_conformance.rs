@@ -63,6 +63,11 @@ async fn tier_from_outcome() {
 }
 
 #[tokio::test]
+async fn clawback_from_other_lots() {
+    conformance::check_clawback_from_other_lots(&store()).await;
+}
+
+#[tokio::test]
 async fn predicted_views() {
     conformance::check_predicted_views(&store()).await;
 }

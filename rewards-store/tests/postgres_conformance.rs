@@ -70,6 +70,12 @@ async fn tier_from_outcome() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clawback_from_other_lots() {
+    let t = PgTest::new().await;
+    conformance::check_clawback_from_other_lots(&*t.store).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn predicted_views() {
     let t = PgTest::new().await;
     conformance::check_predicted_views(&*t.store).await;

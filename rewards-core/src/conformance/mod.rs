@@ -1300,6 +1300,122 @@ pub async fn check_predicted_views(store: &dyn LedgerStore) {
     );
 }
 
+/// Clawbacks that must take from a member's other lots, among many lots
+/// of equal expiry and age (spend order then falls to the id, compared
+/// bytewise: `B` before `a`): refunds and a chargeback alone and in a
+/// batch with an original purchased in the same batch, each answered like
+/// the in-memory store answers them, with the same postings (lot by lot),
+/// balances and audit trail, and conserved.
+pub async fn check_clawback_from_other_lots(store: &dyn LedgerStore) {
+    let s = Scope::new("claw");
+    let m = s.member("m");
+    let t0 = year(2095);
+    let reference = crate::memory::MemoryStore::new(crate::ledger::LedgerConfig::default());
+    async fn both(
+        store: &dyn LedgerStore,
+        reference: &dyn LedgerStore,
+        t: Transaction,
+        o: crate::outcome::Outcome,
+    ) -> Result<crate::ledger::Receipt, ErrorKind> {
+        let got = summary(&store.append(&t, &o).await);
+        let want = summary(&reference.append(&t, &o).await);
+        assert_eq!(got, want, "{} answered like the in-memory store", t.id);
+        got
+    }
+    let mut purchases = Vec::new();
+    for i in 0..24 {
+        // Same earn time and expiry in pairs, so spend order falls to the
+        // id (bytewise: `B` before `a`, which a natural-language collation
+        // of the database would put the other way round).
+        let name = if i % 2 == 0 {
+            format!("a{i:02}")
+        } else {
+            format!("B{i:02}")
+        };
+        let p = purchase(&s.id(&name), &m, "10.00", days(t0, i / 4));
+        let terms = LotTerms {
+            available_at: None,
+            expires_at: (i % 3 != 0).then(|| days(t0, 400 + i / 6)),
+        };
+        both(
+            store,
+            &reference,
+            p.clone(),
+            outcome_with_terms(&p, &[("base", 10 + i)], terms),
+        )
+        .await
+        .expect("purchase");
+        purchases.push(p);
+    }
+    let spend = Redemption {
+        id: s.id("spend"),
+        member: m.clone(),
+        points: Points(200),
+        time: days(t0, 7),
+        reference: None,
+    };
+    let got = summary(&store.redeem(&spend).await);
+    assert_eq!(got, summary(&reference.redeem(&spend).await), "redemption");
+    // The first purchases' lots are spent: their refunds take from others.
+    let refund = |name: &str, original: &Transaction, amount: &str, kind: TxKind| {
+        referring(kind, &s.id(name), &m, amount, days(t0, 8), &original.id)
+    };
+    let r1 = refund("r1", &purchases[1], "10.00", TxKind::Refund);
+    assert!(both(store, &reference, r1.clone(), outcome(&r1, &[]))
+        .await
+        .is_ok());
+    let r2 = refund("r2", &purchases[2], "4.00", TxKind::Refund);
+    assert!(both(store, &reference, r2.clone(), outcome(&r2, &[]))
+        .await
+        .is_ok());
+    let fresh = purchase(&s.id("fresh"), &m, "30.00", days(t0, 8));
+    let batch = vec![
+        (fresh.clone(), outcome(&fresh, &[("base", 30)])),
+        {
+            let r = refund("r3", &fresh, "30.00", TxKind::Refund);
+            (r.clone(), outcome(&r, &[]))
+        },
+        {
+            let r = refund("r4", &purchases[0], "10.00", TxKind::Chargeback);
+            (r.clone(), outcome(&r, &[]))
+        },
+        {
+            let r = refund("r5", &purchases[2], "6.00", TxKind::Refund);
+            (r.clone(), outcome(&r, &[]))
+        },
+    ];
+    let mut want = Vec::new();
+    for (t, o) in &batch {
+        want.push(summary(&reference.append(t, o).await));
+    }
+    let got: Vec<_> = store
+        .append_batch(&batch)
+        .await
+        .expect("batch")
+        .iter()
+        .map(summary)
+        .collect();
+    assert_eq!(got, want, "the batch answers like the in-memory store");
+    assert!(got.iter().all(Result::is_ok), "{got:?}");
+    assert_eq!(
+        store.balance(&m).await.expect("balance"),
+        reference.balance(&m).await.expect("reference balance")
+    );
+    assert_eq!(
+        store.history(&m, 0, 1000).await.expect("history"),
+        reference
+            .history(&m, 0, 1000)
+            .await
+            .expect("reference history"),
+        "the same postings, lot by lot"
+    );
+    assert_eq!(
+        store.audit(&m, 0, 1000).await.expect("audit"),
+        reference.audit(&m, 0, 1000).await.expect("reference audit"),
+    );
+    assert_conserved(store, &m).await;
+}
+
 /// Reconciliation finds no drift in a store that only the ledger wrote.
 pub async fn check_reconcile(store: &dyn LedgerStore) {
     let report = store.reconcile().await.expect("reconcile");
@@ -1751,6 +1867,7 @@ pub async fn run_all(store: Arc<dyn LedgerStore>, authorization_ttl: Duration) {
     check_adjustments(s).await;
     check_tier_from_outcome(s).await;
     check_predicted_views(s).await;
+    check_clawback_from_other_lots(s).await;
     check_concurrency(store.clone()).await;
     sweep_check_expiry(s).await;
     sweep_check_pending(s).await;

@@ -24,7 +24,7 @@ use rewards_core::ledger::{
     MemberRecord, MemberState, Needs, Receipt, RecordNeed, RecordStatus, TxRecord,
 };
 use rewards_core::store::OutboxEvent;
-use rewards_core::{MemberId, Points, RulesetStamp, TxId};
+use rewards_core::{MemberId, Points, RulesetStamp, TxId, TxKind};
 use rust_decimal::Decimal;
 use serde_json::Value;
 use std::collections::{BTreeMap, HashMap};
@@ -411,17 +411,22 @@ async fn unit_in(
     }
 
     // ---- lots: a second round trip, only when a command needs them ----
-    let mut open_keys: Vec<i64> = Vec::new();
+    // A member whose only open-lot needs are clawbacks loads just the
+    // prefix of its spendable lots (in spend order) that the clawbacks can
+    // reach; any other open-lot need loads them all.
+    let mut open_bounds: BTreeMap<i64, Option<i64>> = BTreeMap::new();
     let mut record_keys: Vec<i64> = Vec::new();
     let mut record_lots: Vec<&str> = Vec::new();
     for (c, n) in commands.iter().zip(&needs) {
         let Some(m) = members.get(c.member()) else {
             continue;
         };
-        match n.lots {
-            LotNeed::None => {}
-            LotNeed::Open => open_keys.push(m.key),
-            LotNeed::OfRecords => {}
+        if n.lots == LotNeed::Open {
+            let bound = clawback_bound(c, m, commands);
+            open_bounds
+                .entry(m.key)
+                .and_modify(|b| *b = b.zip(bound).map(|(a, b)| a.saturating_add(b)))
+                .or_insert(bound);
         }
         if n.lots != LotNeed::None {
             record_keys.push(m.key);
@@ -436,20 +441,42 @@ async fn unit_in(
             );
         }
     }
-    open_keys.sort_unstable();
-    open_keys.dedup();
+    let open_keys: Vec<i64> = open_bounds
+        .iter()
+        .filter(|(_, b)| b.is_none())
+        .map(|(k, _)| *k)
+        .collect();
+    let (bounded_keys, bounds): (Vec<i64>, Vec<i64>) = open_bounds
+        .iter()
+        .filter_map(|(k, b)| b.map(|b| (*k, b)))
+        .unzip();
     record_keys.sort_unstable();
     record_keys.dedup();
-    if !open_keys.is_empty() || !record_lots.is_empty() {
-        let lots_q = tx
-            .prepare_cached(&sql.lots)
-            .await
-            .map_err(pg("prepare lots"))?;
-        let rows = tx
-            .query(&lots_q, &[&open_keys, &record_keys, &record_lots])
-            .await
-            .map_err(pg("load lots"))?;
-        for row in &rows {
+    if !open_keys.is_empty() || !record_lots.is_empty() || !bounded_keys.is_empty() {
+        let (lots_q, bounded_q) = tokio::try_join!(
+            tx.prepare_cached(&sql.lots),
+            tx.prepare_cached(&sql.lots_bounded),
+        )
+        .map_err(pg("prepare lots"))?;
+        let (rows, bounded_rows) = tokio::try_join!(
+            async {
+                if open_keys.is_empty() && record_lots.is_empty() {
+                    Ok(Vec::new())
+                } else {
+                    tx.query(&lots_q, &[&open_keys, &record_keys, &record_lots])
+                        .await
+                }
+            },
+            async {
+                if bounded_keys.is_empty() {
+                    Ok(Vec::new())
+                } else {
+                    tx.query(&bounded_q, &[&bounded_keys, &bounds]).await
+                }
+            },
+        )
+        .map_err(pg("load lots"))?;
+        for row in rows.iter().chain(&bounded_rows) {
             let key: i64 = row.try_get(0).map_err(pg("read lot row"))?;
             let Some(member) = by_key.get(&key) else {
                 continue;
@@ -495,6 +522,47 @@ async fn unit_in(
     });
     write_all(tx, sql, rulesets, &new_stamps, &members, &created, writes).await?;
     Ok((results, new_stamps))
+}
+
+/// The most points a refund or chargeback can claw back from the member's
+/// other lots: what its original (and the authorization a settlement
+/// aliases) earned and has not had clawed back yet, or, for an original
+/// purchase earlier in this unit, what its outcome awards. `None` when it
+/// is another command or the bound is not known: then every open lot is
+/// loaded.
+fn clawback_bound(command: &Command<'_>, m: &Member, commands: &[Command<'_>]) -> Option<i64> {
+    let Command::Transaction { tx, .. } = command else {
+        return None;
+    };
+    if !matches!(tx.kind, TxKind::Refund | TxKind::Chargeback) {
+        return None;
+    }
+    let original = tx.original_id.as_ref()?;
+    let unclawed = |r: &TxRecord| {
+        r.awards
+            .iter()
+            .map(|a| a.points.get().saturating_sub(a.clawed.get()).max(0))
+            .fold(0i64, i64::saturating_add)
+    };
+    if let Some(record) = m.records.get(original) {
+        let mut bound = unclawed(record);
+        if let Some(target) = &record.alias_of {
+            bound = bound.saturating_add(unclawed(m.records.get(target)?));
+        }
+        return Some(bound);
+    }
+    let in_unit = commands.iter().find_map(|c| match c {
+        Command::Transaction { tx: t, outcome } if &t.id == original => Some((t, outcome)),
+        _ => None,
+    });
+    match in_unit {
+        Some((t, outcome)) if t.kind == TxKind::Purchase => {
+            outcome.total_points().ok().map(|p| p.get().max(0))
+        }
+        Some(_) => None,
+        // Unknown here: the ledger refuses it, and takes nothing.
+        None => Some(0),
+    }
 }
 
 /// Loads nothing and writes nothing: checks, applies and folds one command

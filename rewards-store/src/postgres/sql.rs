@@ -16,6 +16,7 @@ pub(crate) struct Sql {
     pub original_rows: String,
     pub lapsed_records: String,
     pub lots: String,
+    pub lots_bounded: String,
     pub ensure_budgets: String,
     pub lock_budgets: String,
     pub ruleset_find: String,
@@ -85,6 +86,23 @@ impl Sql {
                  JOIN {s}.members m ON m.member_key = i.member_key \
                  WHERE m.member_id = ANY($1::text[]) AND i.status = 'authorized' \
                    AND i.lapse_at <= $2"
+            ),
+            // The spendable lots of each member in spend order
+            // (`Lot::spend_order`: expiring first, oldest, id bytewise)
+            // until the points before a lot reach the member's bound: what
+            // a clawback of at most that many points can take.
+            lots_bounded: format!(
+                "SELECT member_key, id, earned_at, available_at, expires_at, status, granted, \
+                        remaining, expired, expired_forgiven \
+                 FROM (SELECT l.*, b.bound, \
+                              COALESCE(sum(l.remaining) OVER (PARTITION BY l.member_key \
+                                  ORDER BY l.expires_at IS NULL, l.expires_at, l.earned_at, \
+                                           l.id COLLATE \"C\" \
+                                  ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), 0) AS before \
+                       FROM unnest($1::bigint[], $2::bigint[]) AS b(member_key, bound) \
+                       JOIN {s}.lots l ON l.member_key = b.member_key \
+                       WHERE l.remaining > 0 AND l.status = 'available') x \
+                 WHERE before < bound"
             ),
             lots: format!(
                 "SELECT member_key, id, earned_at, available_at, expires_at, status, granted, \
