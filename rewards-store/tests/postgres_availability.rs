@@ -132,3 +132,26 @@ async fn lag_tolerant_reads_go_to_the_replica() {
     );
     assert_eq!(store.member_view(&m, &[]).await.unwrap().balance, Points(7));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pooled_connections_plan_every_statement_and_time_it_out() {
+    // Generic plans made on a fresh schema went on being used as the
+    // tables grew (seconds per view read); the pool turns them off.
+    let t = PgTest::new().await;
+    let client = t.store.primary_pool().get().await.expect("connection");
+    let mode: String = client
+        .query_one("SHOW plan_cache_mode", &[])
+        .await
+        .expect("show")
+        .get(0);
+    assert_eq!(mode, "force_custom_plan");
+    let timeout: String = client
+        .query_one("SHOW statement_timeout", &[])
+        .await
+        .expect("show")
+        .get(0);
+    assert_eq!(
+        timeout, "30s",
+        "the configured statement timeout still applies"
+    );
+}
