@@ -212,12 +212,25 @@ impl ConsumerContext for RuntimeContext {
         }
     }
 
-    fn commit_callback(&self, result: KafkaResult<()>, _offsets: &TopicPartitionList) {
+    fn commit_callback(&self, result: KafkaResult<()>, offsets: &TopicPartitionList) {
         if let Err(e) = result {
             self.metrics
                 .offset_commit_errors
                 .fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(error = %e, "offset commit failed");
+            // An asynchronous commit that failed (the broker restarting,
+            // say) is tried again at the next tick: otherwise a partition
+            // with nothing more to consume would keep the old committed
+            // offset for good.
+            let failed: Vec<(TopicPartition, i64)> = offsets
+                .elements()
+                .iter()
+                .filter_map(|e| match e.offset() {
+                    Offset::Offset(offset) => Some(((Arc::from(e.topic()), e.partition()), offset)),
+                    _ => None,
+                })
+                .collect();
+            self.tracker.commit_failed(&failed);
+            tracing::warn!(error = %e, positions = ?failed, "offset commit failed; will retry");
         }
     }
 }
