@@ -75,6 +75,12 @@ impl TxKind {
         TxKind::ALL.into_iter().find(|k| k.as_str() == name)
     }
 
+    /// Kinds that earn what the rules award (a lot of their own):
+    /// purchases and authorizations. The others refer to an original.
+    pub fn earns(self) -> bool {
+        matches!(self, TxKind::Purchase | TxKind::Authorization)
+    }
+
     /// Kinds that must name the transaction they refer to in `original_id`.
     pub fn needs_original(self) -> bool {
         matches!(

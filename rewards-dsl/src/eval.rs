@@ -729,10 +729,6 @@ thread_local! {
     static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch::default());
 }
 
-fn earning(kind: TxKind) -> bool {
-    matches!(kind, TxKind::Purchase | TxKind::Authorization)
-}
-
 fn to_points(v: &Val<'_>) -> Option<Decimal> {
     v.as_decimal()
 }
@@ -814,7 +810,7 @@ impl Plan {
     /// The counters evaluating `tx` reads: the per-member caps of the rules
     /// that may match it and every aggregate, in the windows of its time.
     pub fn counter_keys(&self, tx: &Transaction, keys: &mut Vec<CounterKey>) {
-        if !earning(tx.kind) {
+        if !tx.kind.earns() {
             return;
         }
         let date = tx.time.with_timezone(&self.tz).date_naive();
@@ -859,7 +855,7 @@ impl Plan {
         } else {
             out.explain = None;
         }
-        if !earning(tx.kind) {
+        if !tx.kind.earns() {
             note(out, "kind", false, format!(
                 "a {} is not evaluated by the rules: the ledger scales it from the original's stored postings, counters and budget draws",
                 tx.kind

@@ -32,9 +32,9 @@
 //!   the store may trim) the member's later transactions wait for the next
 //!   round; a round takes none of a member's transactions past its first
 //!   refund (or other referring kind), so a hot member's backlog never
-//!   crowds the other members out of a round. Each member's transactions are applied in the order the source
-//!   delivered them, and each outcome is the one a one-at-a-time run would
-//!   give.
+//!   crowds the other members out of a round. Each member's transactions
+//!   are applied in the order the source delivered them, and each outcome
+//!   is the one a one-at-a-time run would give.
 //! - **Acks** go to the source only after the outcome is durable (the store
 //!   returned `Ok`, or the dead-letter sink returned `Ok`).
 //! - **Bad input** (decode errors, unknown programs, evaluation failures,
@@ -67,7 +67,7 @@ use rewards_core::ledger::{advance_view, Receipt};
 use rewards_core::store::MAX_BATCH_ITEMS;
 use rewards_core::{
     CounterKey, Error as StoreError, ErrorKind, Evaluator, LedgerStore, MemberId, MemberView,
-    Outcome, Transaction, TxKind,
+    Outcome, Transaction,
 };
 
 use crate::breaker::{Backoff, CircuitBreaker};
@@ -465,7 +465,7 @@ fn take_round(pending: &mut VecDeque<Job>, batch: &mut Vec<Job>, max_batch: usiz
             Work::Apply(_) if taken >= max_batch => false,
             Work::Apply(tx) if closed.contains(&tx.member) => false,
             Work::Apply(tx) => {
-                if !matches!(tx.kind, TxKind::Purchase | TxKind::Authorization) {
+                if !tx.kind.earns() {
                     closed.insert(tx.member.clone());
                 }
                 taken += 1;
@@ -652,11 +652,10 @@ impl Worker {
                 }
             }
         }
-        let mut stale = self.flush(&mut segment).await.inspect_err(|()| {
-            for job in again.drain(..) {
-                self.abandon(job.meta);
-            }
-        })?;
+        let Ok(mut stale) = self.flush(&mut segment).await else {
+            self.abandon_all(again.into_iter().map(|job| job.meta));
+            return Err(());
+        };
         // A member's refused (stale) transactions precede its unevaluated ones.
         stale.append(&mut again);
         Ok(stale)

@@ -366,25 +366,7 @@ pub async fn check_batches(store: &dyn LedgerStore) {
         "budget trimmed"
     );
     for m in [&a, &b] {
-        assert_eq!(
-            store.balance(m).await.expect("balance"),
-            reference.balance(m).await.expect("reference balance"),
-            "{m}: balance"
-        );
-        assert_eq!(
-            store.history(m, 0, 100).await.expect("history"),
-            reference
-                .history(m, 0, 100)
-                .await
-                .expect("reference history"),
-            "{m}: postings"
-        );
-        assert_eq!(
-            store.audit(m, 0, 100).await.expect("audit"),
-            reference.audit(m, 0, 100).await.expect("reference audit"),
-            "{m}: audit trail"
-        );
-        assert_conserved(store, m).await;
+        assert_same_member(store, &reference, m).await;
     }
     expect_kind(store.balance(&c).await, ErrorKind::NotFound, "refused only");
     assert_eq!(
@@ -1160,6 +1142,40 @@ pub async fn check_tier_from_outcome(store: &dyn LedgerStore) {
     );
 }
 
+/// `store` holds what `reference` (the in-memory store, fed the same
+/// requests) holds for `member`: balance, every posting (lot by lot), the
+/// audit trail; and the member's balances are conserved.
+async fn assert_same_member(
+    store: &dyn LedgerStore,
+    reference: &dyn LedgerStore,
+    member: &MemberId,
+) {
+    use crate::store::MAX_PAGE_ROWS;
+    let page = MAX_PAGE_ROWS;
+    assert_eq!(
+        store.balance(member).await.expect("balance"),
+        reference.balance(member).await.expect("reference balance"),
+        "{member}: balance"
+    );
+    assert_eq!(
+        store.history(member, 0, page).await.expect("history"),
+        reference
+            .history(member, 0, page)
+            .await
+            .expect("reference history"),
+        "{member}: postings"
+    );
+    assert_eq!(
+        store.audit(member, 0, page).await.expect("audit"),
+        reference
+            .audit(member, 0, page)
+            .await
+            .expect("reference audit"),
+        "{member}: audit trail"
+    );
+    assert_conserved(store, member).await;
+}
+
 /// Views carry the member's version, [`advance_view`] predicts exactly the
 /// view the store gives after an earn it can predict (counters, held and
 /// pending lots, a tier change now and one scheduled), and an outcome that
@@ -1397,23 +1413,7 @@ pub async fn check_clawback_from_other_lots(store: &dyn LedgerStore) {
         .collect();
     assert_eq!(got, want, "the batch answers like the in-memory store");
     assert!(got.iter().all(Result::is_ok), "{got:?}");
-    assert_eq!(
-        store.balance(&m).await.expect("balance"),
-        reference.balance(&m).await.expect("reference balance")
-    );
-    assert_eq!(
-        store.history(&m, 0, 1000).await.expect("history"),
-        reference
-            .history(&m, 0, 1000)
-            .await
-            .expect("reference history"),
-        "the same postings, lot by lot"
-    );
-    assert_eq!(
-        store.audit(&m, 0, 1000).await.expect("audit"),
-        reference.audit(&m, 0, 1000).await.expect("reference audit"),
-    );
-    assert_conserved(store, &m).await;
+    assert_same_member(store, &reference, &m).await;
 }
 
 /// Reconciliation finds no drift in a store that only the ledger wrote.

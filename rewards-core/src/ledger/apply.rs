@@ -615,7 +615,7 @@ fn earn(
         .iter()
         .try_fold(Points::ZERO, |sum, p| sum.checked_add(*p))?;
     let held = tx.kind == TxKind::Authorization;
-    let pending = held || outcome.lot.available_at.is_some_and(|at| at > tx.time);
+    let pending = earns_pending(tx, outcome);
     let status = if held {
         LotStatus::Held
     } else if pending {
@@ -706,6 +706,13 @@ fn earn(
         refunded: Decimal::ZERO,
     });
     Ok(())
+}
+
+/// Whether an earn's points start out pending rather than available: an
+/// authorization's are held, and a lot whose terms make it available only
+/// after the transaction's time is pending until then.
+fn earns_pending(tx: &Transaction, outcome: &Outcome) -> bool {
+    tx.kind == TxKind::Authorization || outcome.lot.available_at.is_some_and(|at| at > tx.time)
 }
 
 /// The record a referring transaction names, following a settlement to its
@@ -1379,7 +1386,7 @@ pub fn advance_view(
     tx: &Transaction,
     outcome: &Outcome,
 ) -> bool {
-    if !matches!(tx.kind, TxKind::Purchase | TxKind::Authorization)
+    if !tx.kind.earns()
         || !outcome.budgets.is_empty()
         || outcome.tx_id != tx.id
         || outcome.member != tx.member
@@ -1396,8 +1403,7 @@ pub fn advance_view(
     if outcome.components.iter().any(|c| c.points.get() < 0) {
         return false;
     }
-    let pending =
-        tx.kind == TxKind::Authorization || outcome.lot.available_at.is_some_and(|at| at > tx.time);
+    let pending = earns_pending(tx, outcome);
     let balance = if pending {
         view.balance
     } else {
