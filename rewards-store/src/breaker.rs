@@ -13,8 +13,17 @@
 //!   dirty member (evicts or rewrites its entry from the store) and only then
 //!   closes the breaker. Until then reads still go to the store, so the cache
 //!   never serves an entry written before a commit it missed. Once the probe
-//!   has reached Redis, writes of members that are not dirty go through
-//!   again, so that the dirty set only shrinks while it is repaired.
+//!   has reached Redis, writes go through again, so that the dirty set only
+//!   shrinks while it is repaired.
+//!
+//! A dirty member remembers the newest commit version the cache missed.
+//! Cache writes are compare-and-set on the version, so once one reaches
+//! Redis at that version or newer (a write-through, whatever its outcome,
+//! or an eviction that leaves a guard) every missed commit up to it is
+//! covered and the member is clean again ([`CircuitBreaker::covered`]).
+//! That is why writes of dirty members still go through while the breaker
+//! lets writes pass: a member written on every round (a hot one) repairs
+//! itself instead of being dirtied again faster than a repair can chase it.
 //!
 //! The breaker and the dirty set share one lock, so "the dirty set is empty"
 //! and "close" happen together: a write that races with closing either sees
@@ -122,6 +131,16 @@ pub struct BreakerCounters {
     pub dirty_overflow: bool,
 }
 
+/// Why a member is dirty.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Dirty {
+    /// The mark of its latest dirtying (orders it against full clears).
+    mark: u64,
+    /// The newest commit version the cache missed (`u64::MAX`: unknown,
+    /// only a repair by mark cleans it).
+    version: u64,
+}
+
 #[derive(Debug)]
 struct Inner {
     state: BreakerState,
@@ -131,8 +150,8 @@ struct Inner {
     probe_reached: bool,
     consecutive_failures: u32,
     opened_at: Instant,
-    /// member → the mark of its latest dirtying.
-    dirty: HashMap<MemberId, u64>,
+    /// member → its latest dirtying.
+    dirty: HashMap<MemberId, Dirty>,
     /// Mark of the latest dirtying that overflowed the set, if any.
     overflow_mark: Option<u64>,
     last_mark: u64,
@@ -204,27 +223,45 @@ impl CircuitBreaker {
             && !inner.dirty.contains_key(member)
     }
 
-    /// Decides where a committed write's cache update goes. When the cache
-    /// may not be written (breaker not closed, member already dirty, dirty
-    /// set overflowed), the member is (re)marked dirty.
-    pub fn route_write(&self, member: &MemberId) -> WriteRoute {
+    /// Decides where the cache update of a commit at `version` goes. While
+    /// the breaker lets writes pass (closed, or half-open once the probe
+    /// reached Redis) and no full clear is pending, it goes through, dirty
+    /// member or not (see the module doc); otherwise the member is (re)marked
+    /// dirty at `version`.
+    pub fn route_write(&self, member: &MemberId, version: u64) -> WriteRoute {
         let mut inner = self.lock();
         let writable = inner.state == BreakerState::Closed
             || (inner.state == BreakerState::HalfOpen && inner.probe_reached);
-        if writable && inner.overflow_mark.is_none() && !inner.dirty.contains_key(member) {
+        if writable && inner.overflow_mark.is_none() {
             WriteRoute::WriteThrough
         } else {
-            self.mark_locked(&mut inner, member);
+            self.mark_locked(&mut inner, member, version);
             WriteRoute::StoreOnly
         }
     }
 
-    /// Records `member` as dirty: its cache entry may be older than the
-    /// store and must be repaired before the cache serves it again. Returns
-    /// the mark to hand to [`CircuitBreaker::repaired`].
-    pub fn mark_dirty(&self, member: &MemberId) -> u64 {
+    /// Records `member` as dirty: the cache missed its commit at `version`
+    /// (`u64::MAX` when unknown), so its entry may be older than the store
+    /// and must be repaired before the cache serves it again. Returns the
+    /// mark to hand to [`CircuitBreaker::repaired`].
+    pub fn mark_dirty(&self, member: &MemberId, version: u64) -> u64 {
         let mut inner = self.lock();
-        self.mark_locked(&mut inner, member)
+        self.mark_locked(&mut inner, member, version)
+    }
+
+    /// A cache write for `member` at `version` reached Redis (written,
+    /// guarded or refused as stale: either way Redis now holds `version`,
+    /// a guard at it, or something newer), so every commit it missed up to
+    /// `version` is covered.
+    pub fn covered(&self, member: &MemberId, version: u64) {
+        let mut inner = self.lock();
+        if inner
+            .dirty
+            .get(member)
+            .is_some_and(|d| d.version <= version)
+        {
+            inner.dirty.remove(member);
+        }
     }
 
     /// Records every member as dirty (the whole cache must be cleared
@@ -238,13 +275,14 @@ impl CircuitBreaker {
         mark
     }
 
-    fn mark_locked(&self, inner: &mut Inner, member: &MemberId) -> u64 {
+    fn mark_locked(&self, inner: &mut Inner, member: &MemberId, version: u64) -> u64 {
         inner.last_mark += 1;
         let mark = inner.last_mark;
         if let Some(entry) = inner.dirty.get_mut(member) {
-            *entry = mark;
+            entry.mark = mark;
+            entry.version = entry.version.max(version);
         } else if inner.dirty.len() < self.config.max_dirty {
-            inner.dirty.insert(member.clone(), mark);
+            inner.dirty.insert(member.clone(), Dirty { mark, version });
         } else {
             inner.overflow_mark = Some(mark);
         }
@@ -297,6 +335,12 @@ impl CircuitBreaker {
             && Instant::now() >= inner.opened_at + self.config.cool_down
     }
 
+    /// When the next probe is due, while the breaker is open.
+    pub fn probe_due_at(&self) -> Option<Instant> {
+        let inner = self.lock();
+        (inner.state == BreakerState::Open).then(|| inner.opened_at + self.config.cool_down)
+    }
+
     /// Starts a probe if one is due: open → half-open. Only one caller gets
     /// `true` until the probe ends with [`CircuitBreaker::probe_failed`] or
     /// [`CircuitBreaker::try_close`].
@@ -343,18 +387,23 @@ impl CircuitBreaker {
                 .dirty
                 .iter()
                 .take(max_members)
-                .map(|(m, mark)| (m.clone(), *mark))
+                .map(|(m, dirty)| (m.clone(), dirty.mark))
                 .collect(),
             clear_all: inner.overflow_mark.is_some(),
             up_to_mark: inner.last_mark,
         }
     }
 
-    /// `member`'s entry was repaired as of `mark`: it is clean unless it
-    /// was dirtied again since.
-    pub fn repaired(&self, member: &MemberId, mark: u64) {
+    /// `member`'s entry was evicted with a guard at `version` after it was
+    /// taken for repair with `mark`: it is clean unless it was dirtied again
+    /// since by a commit newer than `version`.
+    pub fn repaired(&self, member: &MemberId, mark: u64, version: u64) {
         let mut inner = self.lock();
-        if inner.dirty.get(member) == Some(&mark) {
+        if inner
+            .dirty
+            .get(member)
+            .is_some_and(|d| d.mark == mark || d.version <= version)
+        {
             inner.dirty.remove(member);
         }
     }
@@ -363,7 +412,7 @@ impl CircuitBreaker {
     /// taken: those members and the overflow are repaired.
     pub fn cleared_all(&self, up_to_mark: u64) {
         let mut inner = self.lock();
-        inner.dirty.retain(|_, mark| *mark > up_to_mark);
+        inner.dirty.retain(|_, dirty| dirty.mark > up_to_mark);
         if inner.overflow_mark.is_some_and(|mark| mark <= up_to_mark) {
             inner.overflow_mark = None;
         }
@@ -426,11 +475,11 @@ mod tests {
     async fn while_open_writes_go_to_the_store_and_mark_dirty() {
         let b = breaker(1, 10);
         let m = member("m-1");
-        assert_eq!(b.route_write(&m), WriteRoute::WriteThrough);
+        assert_eq!(b.route_write(&m, 1), WriteRoute::WriteThrough);
         assert!(b.cache_readable(&m));
         b.record_failure();
         assert!(!b.cache_readable(&m));
-        assert_eq!(b.route_write(&m), WriteRoute::StoreOnly);
+        assert_eq!(b.route_write(&m, 2), WriteRoute::StoreOnly);
         assert!(b.is_dirty(&m));
         assert!(!b.is_dirty(&member("m-2")));
         assert_eq!(b.counters().dirty, 1);
@@ -466,17 +515,18 @@ mod tests {
         let b = breaker(1, 10);
         let (m1, m2) = (member("m-1"), member("m-2"));
         b.record_failure();
-        b.route_write(&m1);
-        b.route_write(&m2);
+        b.route_write(&m1, 1);
+        b.route_write(&m2, 1);
         tokio::time::advance(Duration::from_secs(10)).await;
         assert!(b.try_begin_probe());
         let batch = b.take_repair_batch(100);
         assert_eq!(batch.members.len(), 2);
         assert!(!batch.clear_all);
-        // m1 is written again (store only, half-open) while being repaired.
-        assert_eq!(b.route_write(&m1), WriteRoute::StoreOnly);
+        // m1 is written again (store only, half-open) while being repaired:
+        // its commit 2 is newer than the guard (1) the repair leaves.
+        assert_eq!(b.route_write(&m1, 2), WriteRoute::StoreOnly);
         for (m, mark) in &batch.members {
-            b.repaired(m, *mark);
+            b.repaired(m, *mark, 1);
         }
         assert!(b.is_dirty(&m1), "dirtied again during repair: stays dirty");
         assert!(!b.is_dirty(&m2));
@@ -485,54 +535,75 @@ mod tests {
         let batch = b.take_repair_batch(100);
         assert_eq!(batch.members.len(), 1);
         for (m, mark) in &batch.members {
-            b.repaired(m, *mark);
+            b.repaired(m, *mark, 2);
         }
         assert!(b.try_close());
         assert!(b.cache_readable(&m1));
-        assert_eq!(b.route_write(&m1), WriteRoute::WriteThrough);
+        assert_eq!(b.route_write(&m1, 3), WriteRoute::WriteThrough);
     }
 
     #[tokio::test(start_paused = true)]
-    async fn once_the_probe_reaches_redis_clean_members_write_through() {
+    async fn a_repair_covers_commits_up_to_its_guard_whatever_the_mark() {
+        let b = breaker(1, 10);
+        let m = member("m-1");
+        b.record_failure();
+        b.route_write(&m, 5);
+        let batch = b.take_repair_batch(10);
+        // Dirtied again by commit 6, which the store held when the repair
+        // read version 7: the guard at 7 covers it.
+        assert_eq!(b.route_write(&m, 6), WriteRoute::StoreOnly);
+        b.repaired(&m, batch.members[0].1, 7);
+        assert!(!b.is_dirty(&m));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn once_the_probe_reaches_redis_writes_go_through_and_cover_what_they_reach() {
         let b = breaker(1, 10);
         let (dirty, clean) = (member("m-dirty"), member("m-clean"));
         b.record_failure();
-        b.route_write(&dirty);
+        b.route_write(&dirty, 4);
         tokio::time::advance(Duration::from_secs(10)).await;
         assert!(b.try_begin_probe());
-        // Not reached yet: writes are store-only (and dirty their member);
-        // the repair cleans `clean` again, `dirty` is left for later.
-        assert_eq!(b.route_write(&clean), WriteRoute::StoreOnly);
+        // Not reached yet: writes are store-only (and dirty their member).
+        assert_eq!(b.route_write(&clean, 1), WriteRoute::StoreOnly);
         let batch = b.take_repair_batch(10);
         for (m, mark) in &batch.members {
             if *m == clean {
-                b.repaired(m, *mark);
+                b.repaired(m, *mark, 1);
             }
         }
         b.probe_reached();
-        assert_eq!(b.route_write(&clean), WriteRoute::WriteThrough);
-        assert_eq!(b.route_write(&dirty), WriteRoute::StoreOnly);
+        assert_eq!(b.route_write(&clean, 2), WriteRoute::WriteThrough);
+        // A dirty member's write goes through too; an older one than what
+        // it missed does not clean it, one at or past it does.
+        assert_eq!(b.route_write(&dirty, 3), WriteRoute::WriteThrough);
+        b.covered(&dirty, 3);
+        assert!(b.is_dirty(&dirty));
+        b.covered(&dirty, 5);
+        assert!(!b.is_dirty(&dirty));
         assert!(!b.cache_readable(&clean), "reads wait for the close");
         // A failed probe forgets it.
         b.probe_failed();
-        assert_eq!(b.route_write(&clean), WriteRoute::StoreOnly);
+        assert_eq!(b.route_write(&clean, 3), WriteRoute::StoreOnly);
         tokio::time::advance(Duration::from_secs(10)).await;
         assert!(b.try_begin_probe());
-        assert_eq!(b.route_write(&member("m-other")), WriteRoute::StoreOnly);
+        assert_eq!(b.route_write(&member("m-other"), 1), WriteRoute::StoreOnly);
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_dirty_member_bypasses_the_cache_while_closed() {
         let b = breaker(5, 10);
         let m = member("m-1");
-        b.mark_dirty(&m);
+        b.mark_dirty(&m, 8);
         assert_eq!(b.state(), BreakerState::Closed);
         assert!(!b.cache_readable(&m));
         assert!(b.cache_readable(&member("m-2")));
-        assert_eq!(b.route_write(&m), WriteRoute::StoreOnly);
+        // Its writes still go through (compare-and-set on the version).
+        assert_eq!(b.route_write(&m, 9), WriteRoute::WriteThrough);
+        assert!(!b.cache_readable(&m), "dirty until a write reaches Redis");
         let batch = b.take_repair_batch(10);
         for (m, mark) in &batch.members {
-            b.repaired(m, *mark);
+            b.repaired(m, *mark, 8);
         }
         assert!(b.cache_readable(&m));
         // try_close only acts on a half-open breaker.
@@ -541,11 +612,22 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn an_unknown_version_is_cleaned_only_by_its_mark() {
+        let b = breaker(5, 10);
+        let m = member("m-1");
+        let mark = b.mark_dirty(&m, u64::MAX);
+        b.covered(&m, u64::MAX - 1);
+        assert!(b.is_dirty(&m));
+        b.repaired(&m, mark, 3);
+        assert!(!b.is_dirty(&m));
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn overflow_bypasses_everything_until_a_full_clear() {
         let b = breaker(1, 2);
         b.record_failure();
         for i in 0..5 {
-            b.route_write(&member(&format!("m-{i}")));
+            b.route_write(&member(&format!("m-{i}")), 1);
         }
         let counters = b.counters();
         assert_eq!(counters.dirty, 2);
@@ -557,7 +639,7 @@ mod tests {
         let batch = b.take_repair_batch(100);
         assert!(batch.clear_all);
         // m-0 (in the set) is written again while the cache is cleared.
-        assert_eq!(b.route_write(&member("m-0")), WriteRoute::StoreOnly);
+        assert_eq!(b.route_write(&member("m-0"), 2), WriteRoute::StoreOnly);
         b.cleared_all(batch.up_to_mark);
         assert!(!b.counters().dirty_overflow);
         assert!(b.is_dirty(&member("m-0")), "written during the clear");
@@ -568,7 +650,7 @@ mod tests {
         assert!(!batch.clear_all);
         assert_eq!(batch.members.len(), 1);
         for (m, mark) in &batch.members {
-            b.repaired(m, *mark);
+            b.repaired(m, *mark, 2);
         }
         assert!(b.try_close());
         assert!(b.cache_readable(&member("m-never")));
@@ -578,11 +660,11 @@ mod tests {
     async fn marking_all_dirty_bypasses_until_cleared() {
         let b = breaker(5, 10);
         let m = member("m-1");
-        let early = b.mark_dirty(&m);
+        let early = b.mark_dirty(&m, 1);
         let all = b.mark_all_dirty();
         assert!(all > early);
         assert!(!b.cache_readable(&member("m-2")));
-        assert_eq!(b.route_write(&member("m-2")), WriteRoute::StoreOnly);
+        assert_eq!(b.route_write(&member("m-2"), 1), WriteRoute::StoreOnly);
         b.cleared_all(all);
         // m-1 (before the mark) is covered by the clear; m-2 was written
         // after it and stays dirty.

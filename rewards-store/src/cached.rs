@@ -389,7 +389,10 @@ struct Inner<S, C> {
     /// exclusively and bumps the epoch, refusing fills that read the store
     /// before.
     fence: RwLock<u64>,
+    /// A maintenance pass (probe, repair) is running.
     maintaining: AtomicBool,
+    /// The background maintenance task exists.
+    maintainer: AtomicBool,
     last_rebuild: Mutex<Option<DateTime<Utc>>>,
 }
 
@@ -431,6 +434,7 @@ where
                 stats: Stats::default(),
                 fence: RwLock::new(0),
                 maintaining: AtomicBool::new(false),
+                maintainer: AtomicBool::new(false),
                 last_rebuild: Mutex::new(None),
             }),
         }
@@ -520,27 +524,80 @@ where
         }
     }
 
-    /// Spawns the maintenance task when a probe or a repair is due (and
-    /// none is running).
+    /// Spawns the maintenance task when the breaker is not closed or a
+    /// member is dirty (and none is running). The task keeps going, probing
+    /// after each cool-down and repairing, until the breaker is closed and
+    /// nothing is dirty, so the cache is repaired when Redis returns even if
+    /// no more traffic comes. It holds only a weak reference: dropping the
+    /// last handle of the store ends it.
     fn kick(&self) {
-        if !self.inner.config.auto_maintain {
+        if !self.inner.config.auto_maintain || !self.needs_maintenance() {
             return;
         }
-        let breaker = &self.inner.breaker;
-        let due =
-            breaker.probe_due() || (breaker.state() == BreakerState::Closed && breaker.has_dirty());
-        if !due || self.inner.maintaining.swap(true, Ordering::AcqRel) {
+        if self.inner.maintainer.swap(true, Ordering::AcqRel) {
             return;
         }
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            self.inner.maintaining.store(false, Ordering::Release);
+            self.inner.maintainer.store(false, Ordering::Release);
             return;
         };
-        let this = self.clone();
+        let weak = Arc::downgrade(&self.inner);
         runtime.spawn(async move {
-            this.maintain_now().await;
-            this.inner.maintaining.store(false, Ordering::Release);
+            loop {
+                let Some(inner) = weak.upgrade() else { return };
+                let this = CachedStore { inner };
+                this.maintain().await;
+                if !this.needs_maintenance() {
+                    this.inner.maintainer.store(false, Ordering::Release);
+                    // A dirtying that raced with the check kicks again.
+                    if this.needs_maintenance() {
+                        this.kick();
+                    }
+                    return;
+                }
+                let pause = this.maintenance_pause();
+                drop(this);
+                tokio::time::sleep(pause).await;
+            }
         });
+    }
+
+    /// Whether a probe or a repair is outstanding.
+    fn needs_maintenance(&self) -> bool {
+        let breaker = &self.inner.breaker;
+        breaker.state() != BreakerState::Closed || breaker.has_dirty()
+    }
+
+    /// How long the maintenance task waits before its next try: until the
+    /// probe is due when the breaker is open, else a short pause before
+    /// repairing again.
+    fn maintenance_pause(&self) -> Duration {
+        const RETRY: Duration = Duration::from_millis(100);
+        match self.inner.breaker.probe_due_at() {
+            Some(due) => due.saturating_duration_since(Instant::now()).max(RETRY),
+            None => RETRY,
+        }
+    }
+
+    /// Repairs the cache before the host stops: runs maintenance (probing
+    /// after each cool-down) until the breaker is closed and no member is
+    /// dirty, or `within` has passed. Returns whether the cache is clean.
+    /// A dirty member left behind keeps a possibly stale entry in Redis
+    /// for other readers; a host that starts again should clear the cache
+    /// ([`CachedStore::invalidate_all`]) before serving from it.
+    pub async fn settle(&self, within: Duration) -> bool {
+        let deadline = Instant::now() + within;
+        loop {
+            self.maintain().await;
+            if !self.needs_maintenance() {
+                return true;
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return false;
+            }
+            tokio::time::sleep(self.maintenance_pause().min(deadline - now)).await;
+        }
     }
 
     /// Runs the probe (when the breaker is open and its cool-down passed)
@@ -613,7 +670,7 @@ where
                 self.call(bound, self.inner.cache.evict(member, version))
                     .await?;
                 bump(&self.inner.stats.evictions);
-                breaker.repaired(member, *mark);
+                breaker.repaired(member, *mark, version);
                 bump(&self.inner.stats.repaired);
                 if version > 0 {
                     // Rewrite from the store so the cache is warm again; a
@@ -704,7 +761,12 @@ where
     async fn write_through(&self, update: CommitUpdate<'_>) {
         self.kick();
         let stats = &self.inner.stats;
-        if self.inner.breaker.route_write(update.member) == WriteRoute::StoreOnly {
+        if self
+            .inner
+            .breaker
+            .route_write(update.member, update.version)
+            == WriteRoute::StoreOnly
+        {
             bump(&stats.store_only_writes);
             return;
         }
@@ -716,6 +778,7 @@ where
         {
             Ok(outcome) => {
                 stats.record_latency(started.elapsed());
+                self.inner.breaker.covered(update.member, update.version);
                 match outcome {
                     ApplyOutcome::Written => bump(&stats.write_throughs),
                     ApplyOutcome::Guarded => bump(&stats.write_through_guards),
@@ -788,14 +851,14 @@ where
                 recent: vec![entry],
             });
         }
-        let mut routed: HashMap<&MemberId, bool> = HashMap::new();
         let mut updates: Vec<CommitUpdate<'_>> = Vec::with_capacity(runs.len());
         // Commits per update (the counters count commits, as one by one).
         let mut commits: Vec<u64> = Vec::with_capacity(runs.len());
         for run in &runs {
-            let writable = *routed.entry(&run.member).or_insert_with(|| {
-                self.inner.breaker.route_write(&run.member) == WriteRoute::WriteThrough
-            });
+            // Routed run by run: a store-only run marks its own version, so
+            // an earlier run's write-through cannot clean it.
+            let writable = self.inner.breaker.route_write(&run.member, run.version)
+                == WriteRoute::WriteThrough;
             let n = run.recent.len() as u64;
             if !writable {
                 stats.store_only_writes.fetch_add(n, Ordering::Relaxed);
@@ -831,6 +894,9 @@ where
         {
             Ok(outcomes) => {
                 stats.record_latency(started.elapsed());
+                for update in &updates {
+                    self.inner.breaker.covered(update.member, update.version);
+                }
                 for (outcome, n) in outcomes.into_iter().zip(&commits) {
                     let counter = match outcome {
                         ApplyOutcome::Written => &stats.write_throughs,
@@ -856,14 +922,18 @@ where
                         .call(bound, self.inner.cache.evict_many(&guards))
                         .await
                         .is_ok();
+                for (member, version) in &guards {
+                    if evicted {
+                        self.inner.breaker.covered(member, *version);
+                    } else {
+                        self.inner.breaker.mark_dirty(member, *version);
+                    }
+                }
                 if evicted {
                     stats
                         .evictions
                         .fetch_add(guards.len() as u64, Ordering::Relaxed);
                 } else {
-                    for (member, _) in &guards {
-                        self.inner.breaker.mark_dirty(member);
-                    }
                     self.kick();
                 }
             }
@@ -876,7 +946,8 @@ where
         if self.inner.breaker.state() != BreakerState::Closed {
             // The breaker opened (maybe on this very failure): leave Redis
             // alone, the repair will evict.
-            self.inner.breaker.mark_dirty(member);
+            self.inner.breaker.mark_dirty(member, version);
+            self.kick();
             return;
         }
         let bound = self.inner.config.write_through_timeout;
@@ -884,9 +955,13 @@ where
             .call(bound, self.inner.cache.evict(member, version))
             .await
         {
-            Ok(()) => bump(&self.inner.stats.evictions),
+            Ok(()) => {
+                bump(&self.inner.stats.evictions);
+                self.inner.breaker.covered(member, version);
+            }
             Err(CacheFailed) => {
-                self.inner.breaker.mark_dirty(member);
+                self.inner.breaker.mark_dirty(member, version);
+                self.kick();
             }
         }
     }
@@ -918,7 +993,7 @@ where
     /// member at `version` (or record it dirty).
     async fn after_opaque_commit(&self, member: &MemberId, version: u64) {
         self.kick();
-        if self.inner.breaker.route_write(member) == WriteRoute::StoreOnly {
+        if self.inner.breaker.route_write(member, version) == WriteRoute::StoreOnly {
             bump(&self.inner.stats.store_only_writes);
             return;
         }
@@ -942,7 +1017,7 @@ where
     /// reached the member stays dirty (read from the store) until repaired.
     pub async fn invalidate(&self, member: &MemberId) -> Result<()> {
         // Dirty first, so no read serves or fills the entry meanwhile.
-        let mark = self.inner.breaker.mark_dirty(member);
+        let mark = self.inner.breaker.mark_dirty(member, u64::MAX);
         let version = match self.inner.store.balance(member).await {
             Ok(b) => b.version,
             Err(e) if e.kind() == ErrorKind::NotFound => 0,
@@ -960,7 +1035,7 @@ where
         {
             bump(&self.inner.stats.evictions);
             // Clean again, unless written meanwhile.
-            self.inner.breaker.repaired(member, mark);
+            self.inner.breaker.repaired(member, mark, version);
         }
         Ok(())
     }

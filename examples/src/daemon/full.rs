@@ -108,6 +108,10 @@ where
             }
         }
     }
+
+    async fn settle(&self, within: std::time::Duration) -> bool {
+        self.cached.settle(within).await
+    }
 }
 
 /// Warms the cache with the most recently active known members.
@@ -163,8 +167,9 @@ pub fn pg_config(config: &Config) -> PgConfig {
 }
 
 /// The store of full mode: PostgreSQL, behind a Redis write-through cache
-/// when `redis.enabled` (warmed at start with the most recently active
-/// members the daemon's journal knows, when `redis.warm_on_start`).
+/// when `redis.enabled` (cleared at start, then warmed with the most
+/// recently active members the daemon's journal knows, when
+/// `redis.warm_on_start`).
 pub async fn open_store(
     config: &Config,
     members: Arc<dyn Fn() -> Vec<MemberId> + Send + Sync>,
@@ -182,6 +187,14 @@ pub async fn open_store(
     }
     let cache = connect_redis(config).await?;
     let cached = CachedStore::new(pg, cache, cached_store_config());
+    // Dirty marks live in the process: one that crashed between a commit
+    // and its write-through, or with members dirty, left entries older than
+    // the database that nothing would evict. So every start clears the
+    // cache (reads go to the store until that succeeds) before warming it.
+    match cached.invalidate_all().await {
+        Ok(()) => tracing::info!("cache cleared at start"),
+        Err(e) => tracing::warn!(error = %e, "cache not cleared at start; bypassed until repaired"),
+    }
     if config.redis.warm_on_start {
         warm(&cached, &members()).await;
     }

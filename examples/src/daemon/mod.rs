@@ -64,6 +64,9 @@ pub mod files {
     pub const DEAD_LETTERS: &str = "dead-letters.jsonl";
 }
 
+/// How long a stopping daemon waits for the cache to be repaired.
+const CACHE_SETTLE: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// What a cache in front of the store offers the daemon (full mode).
 #[async_trait]
 pub trait CacheControl: Send + Sync {
@@ -76,6 +79,10 @@ pub trait CacheControl: Send + Sync {
         &self,
         members: Option<Vec<MemberId>>,
     ) -> rewards_core::error::Result<serde_json::Value>;
+
+    /// Before the daemon stops: repairs what the cache missed while Redis
+    /// was failing, for at most `within`; returns whether it is clean.
+    async fn settle(&self, within: std::time::Duration) -> bool;
 }
 
 /// Why the daemon did not start.
@@ -604,6 +611,14 @@ impl Daemon {
         }
         if let Err(e) = self.state.journal.sync() {
             tracing::warn!(error = %e, "journal sync failed");
+        }
+        if let Some(cache) = &self.state.cache {
+            if !cache.settle(CACHE_SETTLE).await {
+                tracing::warn!(
+                    "cache not repaired before stopping: entries Redis missed may be stale \
+                     until the next start clears it"
+                );
+            }
         }
         let summary = self.summary.borrow().clone();
         // The last references to the store go here: the event log syncs on drop.
