@@ -334,6 +334,13 @@ fn builtin_at<'a>(
 
 /// Rounds an exact award to whole points.
 pub fn round_award(exact: Decimal, mode: RoundingMode) -> Result<i64, EvalError> {
+    // A whole award (scale 0: `k * floor(tx.amount)`, constants) is its own
+    // rounding in every mode; its mantissa is the integer.
+    if exact.scale() == 0 {
+        if let Ok(whole) = i64::try_from(exact.mantissa()) {
+            return Ok(whole);
+        }
+    }
     let r = match mode {
         RoundingMode::Floor => exact.floor(),
         RoundingMode::Ceiling => exact.ceil(),
@@ -729,6 +736,18 @@ thread_local! {
     static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch::default());
 }
 
+/// `d.max(Decimal::ZERO)` without the comparison: zero (as
+/// `Decimal::ZERO`, whatever its scale or sign) and below give
+/// `Decimal::ZERO`, as `max` does (it returns its argument on a tie).
+#[inline]
+fn at_least_zero(d: Decimal) -> Decimal {
+    if d.is_zero() || d.is_sign_negative() {
+        Decimal::ZERO
+    } else {
+        d
+    }
+}
+
 fn to_points(v: &Val<'_>) -> Option<Decimal> {
     v.as_decimal()
 }
@@ -874,15 +893,12 @@ impl Plan {
                 tx.line_items.len()
             )));
         }
-        let cell = SCRATCH.with(|s| s.try_borrow_mut().ok().map(|mut s| std::mem::take(&mut *s)));
-        let mut scratch = cell.unwrap_or_default();
-        let result = self.pipeline(tx, view, out, explain, &mut scratch);
-        SCRATCH.with(|s| {
-            if let Ok(mut s) = s.try_borrow_mut() {
-                *s = scratch;
-            }
-        });
-        result
+        // The per-thread buffers, borrowed in place (a fresh set if they
+        // are in use: a host function that evaluates).
+        SCRATCH.with(|cell| match cell.try_borrow_mut() {
+            Ok(mut scratch) => self.pipeline(tx, view, out, explain, &mut scratch),
+            Err(_) => self.pipeline(tx, view, out, explain, &mut Scratch::default()),
+        })
     }
 
     fn pipeline(
@@ -964,7 +980,7 @@ impl Plan {
                 }
                 continue;
             };
-            let exact = exact.max(Decimal::ZERO);
+            let exact = at_least_zero(exact);
             let rounded = round_award(exact, r.rounding).map_err(|e| e.within(&r.id))?;
             let (points, caps) = self.apply_caps(r, rounded, &cx, explain)?;
             if explain {
@@ -1106,8 +1122,8 @@ impl Plan {
             let extra = f
                 .checked_sub(Decimal::ONE)
                 .and_then(|x| x.checked_mul(Decimal::from(base)))
-                .ok_or_else(|| EvalError::Overflow(r.id.to_string()))?
-                .max(Decimal::ZERO);
+                .ok_or_else(|| EvalError::Overflow(r.id.to_string()))?;
+            let extra = at_least_zero(extra);
             let rounded = round_award(extra, r.rounding).map_err(|e| e.within(&r.id))?;
             let (points, caps) = self.apply_caps(r, rounded, &cx, explain)?;
             if explain {
@@ -1379,6 +1395,19 @@ impl Plan {
                         .view
                         .counter_sum(&r.counter, w, cx.date)
                         .ok_or_else(overflow)?;
+                    // Whole points used (the usual case): the same room in
+                    // integers, `max(limit - used, 0)`.
+                    let whole = if !explain && used.scale() == 0 {
+                        i64::try_from(used.mantissa())
+                            .ok()
+                            .and_then(|u| cap.limit.checked_sub(u))
+                    } else {
+                        None
+                    };
+                    if let Some(room) = whole {
+                        points = points.min(room.max(0));
+                        continue;
+                    }
                     let room = Decimal::from(cap.limit)
                         .checked_sub(used)
                         .ok_or_else(overflow)?
