@@ -151,7 +151,7 @@ pub fn compile_with(
             ExpiryPlan::AtEndOf(*period, plus.as_ref().map(Length::of).unwrap_or_default())
         }
     };
-    Ok(Plan {
+    let mut plan = Plan {
         stamp: RulesetStamp {
             id: syms.name.as_str().into(),
             version: syms.version,
@@ -176,7 +176,11 @@ pub fn compile_with(
         externs: c.externs,
         dispatch,
         stubbed: c.stubbed,
-    })
+        conds: Vec::new(),
+        cond_of: Vec::new(),
+    };
+    plan.compile_conds();
+    Ok(plan)
 }
 
 impl Plan {

@@ -1210,10 +1210,7 @@ impl Plan {
         for (slot, a) in self.aggregates.iter().enumerate() {
             let counts = match a.filter {
                 None => true,
-                Some(f) => matches!(
-                    self.eval(f, &cx).map_err(|e| e.within(&a.label))?,
-                    Val::Bool(true)
-                ),
+                Some(f) => self.holds(f, &cx).map_err(|e| e.within(&a.label))? == Some(true),
             };
             if !counts {
                 if explain {
@@ -1315,14 +1312,12 @@ impl Plan {
                 return Ok(false);
             }
             if let Some(a) = r.audience.filter(|_| !r.audience_by_dispatch) {
-                let v = self.eval(a, cx).map_err(|e| e.within(&r.id))?;
-                if !matches!(v, Val::Bool(true)) {
+                if self.holds(a, cx).map_err(|e| e.within(&r.id))? != Some(true) {
                     return Ok(false);
                 }
             }
             if let Some(w) = r.when.filter(|_| !r.when_by_dispatch) {
-                let v = self.eval(w, cx).map_err(|e| e.within(&r.id))?;
-                if !matches!(v, Val::Bool(true)) {
+                if self.holds(w, cx).map_err(|e| e.within(&r.id))? != Some(true) {
                     return Ok(false);
                 }
             }
@@ -1446,10 +1441,7 @@ impl Plan {
         for (rank, t) in self.tiers.iter().enumerate().skip(skip).rev() {
             let holds = match t.qualify {
                 None => true,
-                Some(q) => matches!(
-                    self.eval(q, cx).map_err(|e| e.within(&t.name))?,
-                    Val::Bool(true)
-                ),
+                Some(q) => self.holds(q, cx).map_err(|e| e.within(&t.name))? == Some(true),
             };
             if holds {
                 return Ok(u16::try_from(rank).ok());

@@ -12,6 +12,8 @@
 //! Back end (semantics: `docs/semantics.md`):
 //! - [`compile`]: checked program → immutable [`Plan`] (flat nodes, folded
 //!   constants, rules pre-indexed by kind and MCC, content hash);
+//! - `cond`: conditions compiled for the hot path (common comparisons
+//!   decided on the field, the rest by the node interpreter);
 //! - [`host`]: typed host functions registered from Rust;
 //! - [`eval`]: `Plan::evaluate` → `Outcome`, tier reviews;
 //! - [`explain`]: why and why not, and a human-readable rendering;
@@ -23,6 +25,7 @@
 pub mod ast;
 pub mod check;
 pub mod compile;
+mod cond;
 pub mod diag;
 pub mod eval;
 pub mod explain;

@@ -433,9 +433,31 @@ pub struct Plan {
     pub(crate) dispatch: Dispatch,
     /// Names of host functions replaced by stubs (`rwd test` only).
     pub(crate) stubbed: Vec<String>,
+    /// The conditions (`when`, `audience`, aggregate filters, `qualify`)
+    /// compiled for the hot path ([`crate::cond`]).
+    pub(crate) conds: Vec<crate::cond::Cond>,
+    /// By node: the condition compiled for it, or [`crate::cond::NO_COND`].
+    pub(crate) cond_of: Vec<crate::cond::CondId>,
 }
 
 impl Plan {
+    /// Compiles every rule's `when` and `audience`, every aggregate's
+    /// filter and every tier's `qualify` into [`Plan::conds`].
+    pub(crate) fn compile_conds(&mut self) {
+        self.conds.clear();
+        self.cond_of = vec![crate::cond::NO_COND; self.nodes.len()];
+        let mut roots: Vec<NodeId> = Vec::new();
+        for r in &self.rules {
+            roots.extend(r.audience);
+            roots.extend(r.when);
+        }
+        roots.extend(self.aggregates.iter().filter_map(|a| a.filter));
+        roots.extend(self.tiers.iter().filter_map(|t| t.qualify));
+        for root in roots {
+            self.compile_cond(root);
+        }
+    }
+
     /// The ruleset id, version and content hash stamped on every posting.
     pub fn stamp(&self) -> &RulesetStamp {
         &self.stamp
