@@ -649,6 +649,7 @@ impl<'p> Compiler<'p> {
             when_by_dispatch: false,
             audience_by_dispatch: false,
             tiers: u64::MAX,
+            earn_floor: None,
         };
         (
             plan,

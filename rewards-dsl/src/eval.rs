@@ -421,6 +421,22 @@ pub(crate) struct Cx<'a> {
     /// Aggregate values before the transaction, computed once per
     /// transaction (by slot).
     pub cache: Option<&'a [Cell<Option<Decimal>>]>,
+    /// `floor(tx.amount)` in integers, when [`whole_amount`] gives it.
+    pub floor_amount: Option<i64>,
+}
+
+/// `floor(amount)` as an integer for a positive amount whose mantissa and
+/// whole part fit 64 bits (`None` otherwise: zero, negative, huge). For
+/// those, `Decimal::from(k * floor)` is bit for bit `k * floor(amount)` as
+/// the decimal operations compute it (scale 0, positive), so the fast path
+/// changes no value.
+pub(crate) fn whole_amount(amount: Decimal) -> Option<i64> {
+    if amount.is_sign_negative() || amount.is_zero() {
+        return None;
+    }
+    let mantissa = u64::try_from(amount.mantissa()).ok()?;
+    let unit = 10u64.checked_pow(amount.scale())?;
+    i64::try_from(mantissa / unit).ok()
 }
 
 impl Plan {
@@ -942,6 +958,7 @@ impl Plan {
             own: None,
             local,
             cache: Some(aggs),
+            floor_amount: whole_amount(tx.amount.amount),
         };
         let bit = tier_bit(tier);
         s.cands.clear();
@@ -967,7 +984,15 @@ impl Plan {
             if !self.matches(r, &cx, out, explain)? {
                 continue;
             }
-            let v = self.eval(amount, &cx).map_err(|e| e.within(&r.id))?;
+            // `k * floor(tx.amount)` in integers (the same decimal).
+            let fast = match (r.earn_floor, cx.floor_amount) {
+                (Some(k), Some(f)) if !explain => f.checked_mul(k).map(Decimal::from),
+                _ => None,
+            };
+            let v = match fast {
+                Some(d) => Val::Money(d),
+                None => self.eval(amount, &cx).map_err(|e| e.within(&r.id))?,
+            };
             let Some(exact) = to_points(&v) else {
                 if explain {
                     let why = crate::explain::why_unknown(self, amount, &cx);
@@ -1480,6 +1505,7 @@ impl Plan {
             own: None,
             local: as_of.with_timezone(&self.tz).naive_local(),
             cache: None,
+            floor_amount: None,
         };
         let Some(q) = self.qualified_tier(&cx, None)? else {
             return Ok(None);
@@ -1657,6 +1683,64 @@ mod tests {
             Err(EvalError::DivisionByZero(_))
         ));
         assert!(round_award(Decimal::MAX, RoundingMode::Floor).is_err());
+    }
+
+    #[test]
+    fn whole_amounts_give_the_decimal_products_bit_for_bit() {
+        let amounts = [
+            dec!(0.01),
+            dec!(0.99),
+            dec!(1),
+            dec!(1.00),
+            dec!(42.50),
+            dec!(599.999),
+            dec!(123456789.1234),
+            dec!(9223372036854775807),
+            dec!(92233720368547758.07),
+        ];
+        for a in amounts {
+            let Some(f) = whole_amount(a) else {
+                panic!("{a} has a whole part");
+            };
+            for k in [1i64, 2, 3, 5, 1000] {
+                let slow = Decimal::from(k).checked_mul(a.floor());
+                let fast = f.checked_mul(k).map(Decimal::from);
+                if let Some(fast) = fast {
+                    let slow = slow.unwrap_or_default();
+                    assert_eq!(fast.serialize(), slow.serialize(), "{k} * floor({a})");
+                }
+            }
+        }
+        for a in [dec!(0), dec!(0.00), dec!(-0.00), dec!(-1.5), Decimal::MAX] {
+            assert_eq!(whole_amount(a), None, "{a}");
+        }
+    }
+
+    #[test]
+    fn at_least_zero_is_max_with_zero_bit_for_bit() {
+        for d in [
+            dec!(0),
+            dec!(0.00),
+            dec!(-0.00),
+            dec!(-3),
+            dec!(0.01),
+            dec!(7.50),
+        ] {
+            assert_eq!(
+                at_least_zero(d).serialize(),
+                d.max(Decimal::ZERO).serialize(),
+                "{d}"
+            );
+        }
+        for d in [dec!(7), dec!(7.00), dec!(-2), Decimal::from(i64::MAX)] {
+            for mode in [RoundingMode::Floor, RoundingMode::HalfEven] {
+                let slow = match mode {
+                    RoundingMode::Floor => d.floor(),
+                    _ => d.round_dp_with_strategy(0, RoundingStrategy::MidpointNearestEven),
+                };
+                assert_eq!(round_award(d, mode).ok(), slow.to_i64(), "{d}");
+            }
+        }
     }
 
     #[test]

@@ -299,6 +299,11 @@ pub(crate) struct RulePlan {
     /// which the rule may match; the evaluator skips the rule for the
     /// others (all bits when its conditions could fail to evaluate).
     pub tiers: u64,
+    /// `Some(k)` when the rule earns `k * floor(tx.amount)` (`k >= 1`;
+    /// `floor(tx.amount)` is `k = 1`): the evaluator computes it in
+    /// integers from the transaction's whole amount (see
+    /// [`crate::eval::whole_amount`]) instead of node by node.
+    pub earn_floor: Option<i64>,
 }
 
 /// The bit of a member's tier in [`RulePlan::tiers`].
@@ -444,6 +449,15 @@ impl Plan {
     /// Compiles every rule's `when` and `audience`, every aggregate's
     /// filter and every tier's `qualify` into [`Plan::conds`].
     pub(crate) fn compile_conds(&mut self) {
+        for i in 0..self.rules.len() {
+            let k = match self.rules.get(i).map(|r| &r.action) {
+                Some(Action::Earn(amount)) => self.scaled_floor(*amount),
+                _ => None,
+            };
+            if let Some(r) = self.rules.get_mut(i) {
+                r.earn_floor = k;
+            }
+        }
         self.conds.clear();
         self.cond_of = vec![crate::cond::NO_COND; self.nodes.len()];
         let mut roots: Vec<NodeId> = Vec::new();
@@ -456,6 +470,32 @@ impl Plan {
         for root in roots {
             self.compile_cond(root);
         }
+    }
+
+    /// `Some(k)` when `node` is `floor(tx.amount)` (1) or
+    /// `k * floor(tx.amount)` / `floor(tx.amount) * k` with a constant
+    /// whole `k >= 1`.
+    fn scaled_floor(&self, node: NodeId) -> Option<i64> {
+        let is_floor_amount = |id: NodeId| match self.nodes.get(id as usize) {
+            Some(Node::Builtin(crate::check::Builtin::Floor, (start, 1))) => self
+                .args
+                .get(*start as usize)
+                .and_then(|a| self.nodes.get(*a as usize))
+                .is_some_and(|n| matches!(n, Node::Tx(TxRead::Amount))),
+            _ => false,
+        };
+        if is_floor_amount(node) {
+            return Some(1);
+        }
+        let Some(Node::Arith(ArithOp::Mul, a, b)) = self.nodes.get(node as usize) else {
+            return None;
+        };
+        let k = match (self.nodes.get(*a as usize), self.nodes.get(*b as usize)) {
+            (Some(Node::Const(Val::Int(k))), _) if is_floor_amount(*b) => *k,
+            (_, Some(Node::Const(Val::Int(k)))) if is_floor_amount(*a) => *k,
+            _ => return None,
+        };
+        (k >= 1).then_some(k)
     }
 
     /// The ruleset id, version and content hash stamped on every posting.
