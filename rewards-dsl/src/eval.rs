@@ -752,12 +752,12 @@ thread_local! {
     static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch::default());
 }
 
-/// `d.max(Decimal::ZERO)` without the comparison: zero (as
-/// `Decimal::ZERO`, whatever its scale or sign) and below give
-/// `Decimal::ZERO`, as `max` does (it returns its argument on a tie).
+/// `d.max(Decimal::ZERO)` without the comparison: below zero gives
+/// `Decimal::ZERO`; anything else, a zero of any scale or sign included,
+/// is kept as it is (`Decimal::max` keeps its receiver on a tie).
 #[inline]
 fn at_least_zero(d: Decimal) -> Decimal {
-    if d.is_zero() || d.is_sign_negative() {
+    if d.is_sign_negative() && !d.is_zero() {
         Decimal::ZERO
     } else {
         d
