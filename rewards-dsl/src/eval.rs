@@ -425,6 +425,34 @@ pub(crate) struct Cx<'a> {
     pub floor_amount: Option<i64>,
 }
 
+/// Views of at most this many counters are searched by scanning.
+const SCAN_COUNTERS: usize = 32;
+
+/// [`MemberView::counter_sum`], the same decimal: a window with one
+/// instance (every window but `rolling N days`) in a view of at most
+/// [`SCAN_COUNTERS`] counters is found by scanning the view — comparing
+/// the window instance, then the name — instead of hashing the key with
+/// the map's SipHash (the stores' views hold only the counters the plan
+/// asked for, a handful per transaction).
+pub(crate) fn counter_sum(
+    view: &MemberView,
+    name: &str,
+    window: Window,
+    date: NaiveDate,
+) -> Option<Decimal> {
+    if matches!(window, Window::Rolling(_)) || view.counters.len() > SCAN_COUNTERS {
+        return view.counter_sum(name, window, date);
+    }
+    let key = window.key_for(date);
+    let value = view
+        .counters
+        .iter()
+        .find(|(k, _)| k.window == key && &*k.name == name)
+        .map_or(Decimal::ZERO, |(_, v)| *v);
+    // As `counter_sum` folds: zero plus the value.
+    Decimal::ZERO.checked_add(value)
+}
+
 /// `floor(amount)` as an integer for a positive amount whose mantissa and
 /// whole part fit 64 bits (`None` otherwise: zero, negative, huge). For
 /// those, `Decimal::from(k * floor)` is bit for bit `k * floor(amount)` as
@@ -463,10 +491,8 @@ impl Plan {
         let mut sum = match cached.and_then(Cell::get) {
             Some(before) => before,
             None => {
-                let sum = cx
-                    .view
-                    .counter_sum(&a.counter, a.window, cx.date)
-                    .ok_or_else(overflow)?;
+                let sum =
+                    counter_sum(cx.view, &a.counter, a.window, cx.date).ok_or_else(overflow)?;
                 if let Some(c) = cached {
                     c.set(Some(sum));
                 }
@@ -1411,10 +1437,7 @@ impl Plan {
                 None => cap.limit,
                 Some(w) => {
                     let overflow = || EvalError::Overflow(format!("cap of {}", r.id));
-                    let used = cx
-                        .view
-                        .counter_sum(&r.counter, w, cx.date)
-                        .ok_or_else(overflow)?;
+                    let used = counter_sum(cx.view, &r.counter, w, cx.date).ok_or_else(overflow)?;
                     // Whole points used (the usual case): the same room in
                     // integers, `max(limit - used, 0)`.
                     let whole = if !explain && used.scale() == 0 {
@@ -1713,6 +1736,38 @@ mod tests {
         }
         for a in [dec!(0), dec!(0.00), dec!(-0.00), dec!(-1.5), Decimal::MAX] {
             assert_eq!(whole_amount(a), None, "{a}");
+        }
+    }
+
+    #[test]
+    fn scanned_counters_equal_the_views_sums() {
+        let today = NaiveDate::from_ymd_opt(2026, 3, 31).unwrap_or_default();
+        let windows = [
+            Window::Day,
+            Window::Week(chrono::Weekday::Mon),
+            Window::Month,
+            Window::Quarter,
+            Window::Year,
+            Window::Lifetime,
+            Window::Rolling(7),
+        ];
+        for size in [0usize, 3, 20, SCAN_COUNTERS, SCAN_COUNTERS + 5] {
+            let mut view = MemberView::default();
+            for i in 0..size {
+                let w = windows[i % windows.len()];
+                let day = today - TimeDelta::days((i / 2) as i64);
+                let name = if i % 3 == 0 { "cap.a" } else { "cap.b" };
+                let value = Decimal::new(i as i64 * 125 - 40, (i % 3) as u32);
+                view.counters
+                    .insert(CounterKey::new(name, w.key_for(day)), value);
+            }
+            for name in ["cap.a", "cap.b", "cap.c"] {
+                for w in windows {
+                    let fast = counter_sum(&view, name, w, today).map(|d| d.serialize());
+                    let slow = view.counter_sum(name, w, today).map(|d| d.serialize());
+                    assert_eq!(fast, slow, "{size} {name} {w:?}");
+                }
+            }
         }
     }
 
