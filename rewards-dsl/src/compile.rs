@@ -225,14 +225,24 @@ pub(crate) fn constant(analysis: &Analysis, e: &Expr) -> Option<Val<'static>> {
 /// first valid instant after a gap.
 pub(crate) fn resolve_local(local: NaiveDateTime, tz: Tz) -> DateTime<Utc> {
     use chrono::offset::LocalResult;
-    use chrono::TimeZone;
+    use chrono::{Offset, TimeZone};
     let mut probe = local;
     // Gaps are at most a few hours long; step in minutes past them.
     for _ in 0..(6 * 60) {
-        match tz.from_local_datetime(&probe) {
-            LocalResult::Single(t) => return t.with_timezone(&Utc),
-            LocalResult::Ambiguous(a, b) => return a.min(b).with_timezone(&Utc),
-            LocalResult::None => {
+        // `tz.from_local_datetime(&probe)`, without building the zoned
+        // date-times: the same instants.
+        let utc = |o: &chrono_tz::TzOffset| probe.checked_sub_offset(o.fix());
+        let found = match tz.offset_from_local_datetime(&probe) {
+            LocalResult::Single(o) => utc(&o),
+            LocalResult::Ambiguous(a, b) => match (utc(&a), utc(&b)) {
+                (Some(x), Some(y)) => Some(x.min(y)),
+                _ => None,
+            },
+            LocalResult::None => None,
+        };
+        match found {
+            Some(t) => return t.and_utc(),
+            None => {
                 probe = match probe.checked_add_signed(TimeDelta::minutes(1)) {
                     Some(p) => p,
                     None => break,
@@ -1317,6 +1327,48 @@ mod tests {
         assert_eq!(normalise(vec![(5, 9), (1, 3), (4, 4)]), vec![(1, 9)]);
         assert_eq!(complement(&[(0, 9), (20, MAX_MCC)]), vec![(10, 19)]);
         assert_eq!(intersect(&[(0, 10)], &[(5, 20)]), vec![(5, 10)]);
+    }
+
+    #[test]
+    fn resolving_matches_chronos_zoned_resolution() {
+        use chrono::offset::LocalResult;
+        use chrono::TimeZone;
+        // The resolution before it read the offsets directly.
+        let reference = |local: NaiveDateTime, tz: Tz| -> DateTime<Utc> {
+            let mut probe = local;
+            for _ in 0..(6 * 60) {
+                match tz.from_local_datetime(&probe) {
+                    LocalResult::Single(t) => return t.with_timezone(&Utc),
+                    LocalResult::Ambiguous(a, b) => return a.min(b).with_timezone(&Utc),
+                    LocalResult::None => {
+                        probe = match probe.checked_add_signed(TimeDelta::minutes(1)) {
+                            Some(p) => p,
+                            None => break,
+                        }
+                    }
+                }
+            }
+            local.and_utc()
+        };
+        for zone in [
+            "America/New_York",
+            "Europe/London",
+            "Australia/Lord_Howe",
+            "Pacific/Apia",
+            "Asia/Kolkata",
+        ] {
+            let tz: Tz = zone.parse().unwrap_or(chrono_tz::UTC);
+            let start = NaiveDate::from_ymd_opt(2011, 1, 1)
+                .and_then(|d| d.and_hms_opt(0, 0, 0))
+                .unwrap_or_default();
+            // Every 23 minutes and 13 seconds over three years: gaps, folds
+            // and the day Samoa skipped.
+            let mut t = start;
+            while chrono::Datelike::year(&t) < 2014 {
+                assert_eq!(resolve_local(t, tz), reference(t, tz), "{zone} {t}");
+                t += TimeDelta::seconds(23 * 60 + 13);
+            }
+        }
     }
 
     #[test]

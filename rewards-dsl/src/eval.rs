@@ -248,12 +248,20 @@ fn add_length_at(
 ) -> Option<DateTime<Utc>> {
     let t = if l.months != 0 || l.days != 0 {
         let local = local.unwrap_or_else(|| t.with_timezone(&tz).naive_local());
-        let date =
-            add_months(local.date(), l.months)?.checked_add_signed(TimeDelta::try_days(l.days)?)?;
+        let mut date = local.date();
+        if l.months != 0 {
+            date = add_months(date, l.months)?;
+        }
+        if l.days != 0 {
+            date = date.checked_add_signed(TimeDelta::try_days(l.days)?)?;
+        }
         resolve_local(date.and_time(local.time()), tz)
     } else {
         t
     };
+    if l.seconds == 0 {
+        return Some(t);
+    }
     t.checked_add_signed(TimeDelta::try_seconds(l.seconds)?)
 }
 
