@@ -448,7 +448,11 @@ pub(crate) fn counter_sum(
     window: Window,
     date: NaiveDate,
 ) -> Option<Decimal> {
-    if matches!(window, Window::Rolling(_)) || view.counters.len() > SCAN_COUNTERS {
+    if let Window::Rolling(days) = window {
+        return rolling_sum(view, name, days, date)
+            .or_else(|| view.counter_sum(name, window, date));
+    }
+    if view.counters.len() > SCAN_COUNTERS {
         return view.counter_sum(name, window, date);
     }
     let key = window.key_for(date);
@@ -459,6 +463,35 @@ pub(crate) fn counter_sum(
         .map_or(Decimal::ZERO, |(_, v)| *v);
     // As `counter_sum` folds: zero plus the value.
     Decimal::ZERO.checked_add(value)
+}
+
+/// The sum of a `rolling N days` counter (N > 1) over a view of at most
+/// 64 counters, in integers, when every day bucket in the window is a
+/// whole number of 64 bits (cap counters are whole points) and the sum
+/// fits: the same decimal as [`MemberView::counter_sum`] (which sorts the
+/// buckets newest first and adds them as decimals — the order does not
+/// matter for whole numbers). `None`: ask the view.
+fn rolling_sum(view: &MemberView, name: &str, days: u16, date: NaiveDate) -> Option<Decimal> {
+    if days <= 1 || view.counters.len() > 64 {
+        return None;
+    }
+    let rewards_core::WindowKey::Day(newest) = Window::Day.key_for(date) else {
+        return None;
+    };
+    let oldest = newest - (i32::from(days) - 1);
+    let mut sum: i64 = 0;
+    for (k, v) in &view.counters {
+        if let rewards_core::WindowKey::Day(d) = k.window {
+            if d >= oldest && d <= newest && &*k.name == name {
+                // A negative zero or a fraction: the decimal path.
+                if v.scale() != 0 || (v.is_zero() && v.is_sign_negative()) {
+                    return None;
+                }
+                sum = sum.checked_add(i64::try_from(v.mantissa()).ok()?)?;
+            }
+        }
+    }
+    Some(Decimal::from(sum))
 }
 
 /// `floor(amount)` as an integer for a positive amount whose mantissa and
@@ -1758,14 +1791,22 @@ mod tests {
             Window::Year,
             Window::Lifetime,
             Window::Rolling(7),
+            Window::Rolling(30),
+            Window::Rolling(1),
         ];
-        for size in [0usize, 3, 20, SCAN_COUNTERS, SCAN_COUNTERS + 5] {
+        for size in [0usize, 3, 20, SCAN_COUNTERS, SCAN_COUNTERS + 5, 70] {
             let mut view = MemberView::default();
             for i in 0..size {
                 let w = windows[i % windows.len()];
                 let day = today - TimeDelta::days((i / 2) as i64);
                 let name = if i % 3 == 0 { "cap.a" } else { "cap.b" };
-                let value = Decimal::new(i as i64 * 125 - 40, (i % 3) as u32);
+                // Whole values in the larger views (the integer paths).
+                let scale = if size >= 20 && name == "cap.b" {
+                    0
+                } else {
+                    (i % 3) as u32
+                };
+                let value = Decimal::new(i as i64 * 125 - 40, scale);
                 view.counters
                     .insert(CounterKey::new(name, w.key_for(day)), value);
             }
