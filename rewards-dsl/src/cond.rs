@@ -538,7 +538,7 @@ campaign c1 from 2026-12-01 to 2026-12-31 audience member.tier >= silver {
                 own: if i % 2 == 0 { Some(&own) } else { None },
                 local,
                 cache: None,
-                floor_amount: None,
+                amount_units: None,
             };
             for root in &roots {
                 let fast = plan.holds(*root, &cx);

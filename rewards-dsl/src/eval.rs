@@ -429,8 +429,9 @@ pub(crate) struct Cx<'a> {
     /// Aggregate values before the transaction, computed once per
     /// transaction (by slot).
     pub cache: Option<&'a [Cell<Option<Decimal>>]>,
-    /// `floor(tx.amount)` in integers, when [`whole_amount`] gives it.
-    pub floor_amount: Option<i64>,
+    /// The transaction's amount in integers, when [`AmountUnits::of`]
+    /// gives it.
+    pub amount_units: Option<AmountUnits>,
 }
 
 /// Views of at most this many counters are searched by scanning.
@@ -494,18 +495,36 @@ fn rolling_sum(view: &MemberView, name: &str, days: u16, date: NaiveDate) -> Opt
     Some(Decimal::from(sum))
 }
 
-/// `floor(amount)` as an integer for a positive amount whose mantissa and
-/// whole part fit 64 bits (`None` otherwise: zero, negative, huge). For
-/// those, `Decimal::from(k * floor)` is bit for bit `k * floor(amount)` as
-/// the decimal operations compute it (scale 0, positive), so the fast path
-/// changes no value.
-pub(crate) fn whole_amount(amount: Decimal) -> Option<i64> {
-    if amount.is_sign_negative() || amount.is_zero() {
-        return None;
+/// A positive amount as `mantissa / unit` (`unit` = 10^scale), both
+/// 64-bit: `floor(amount / d)` is then the integer `mantissa / (unit * d)`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct AmountUnits {
+    mantissa: u64,
+    unit: u64,
+}
+
+impl AmountUnits {
+    /// `None` for zero, negative and huge amounts (they take the decimal
+    /// path).
+    pub(crate) fn of(amount: Decimal) -> Option<AmountUnits> {
+        if amount.is_sign_negative() || amount.is_zero() {
+            return None;
+        }
+        Some(AmountUnits {
+            mantissa: u64::try_from(amount.mantissa()).ok()?,
+            unit: 10u64.checked_pow(amount.scale())?,
+        })
     }
-    let mantissa = u64::try_from(amount.mantissa()).ok()?;
-    let unit = 10u64.checked_pow(amount.scale())?;
-    i64::try_from(mantissa / unit).ok()
+
+    /// `k * floor(amount / d)` for `k >= 1` and `d` dividing 1000, as the
+    /// decimal `Decimal::from(k) * floor(amount / Decimal::from(d))` is bit
+    /// for bit (a whole, positive number of scale 0; `amount / d` is exact
+    /// since it has at most three more decimals); `None` when a step
+    /// leaves 64 bits.
+    pub(crate) fn scaled_floor(self, k: i64, d: u64) -> Option<Decimal> {
+        let whole = self.mantissa / self.unit.checked_mul(d)?;
+        i64::try_from(whole).ok()?.checked_mul(k).map(Decimal::from)
+    }
 }
 
 impl Plan {
@@ -1025,7 +1044,7 @@ impl Plan {
             own: None,
             local,
             cache: Some(aggs),
-            floor_amount: whole_amount(tx.amount.amount),
+            amount_units: AmountUnits::of(tx.amount.amount),
         };
         let bit = tier_bit(tier);
         s.cands.clear();
@@ -1051,9 +1070,9 @@ impl Plan {
             if !self.matches(r, &cx, out, explain)? {
                 continue;
             }
-            // `k * floor(tx.amount)` in integers (the same decimal).
-            let fast = match (r.earn_floor, cx.floor_amount) {
-                (Some(k), Some(f)) if !explain => f.checked_mul(k).map(Decimal::from),
+            // `k * floor(tx.amount / d)` in integers (the same decimal).
+            let fast = match (r.earn_floor, cx.amount_units) {
+                (Some((k, d)), Some(units)) if !explain => units.scaled_floor(k, d),
                 _ => None,
             };
             let v = match fast {
@@ -1569,7 +1588,7 @@ impl Plan {
             own: None,
             local: as_of.with_timezone(&self.tz).naive_local(),
             cache: None,
-            floor_amount: None,
+            amount_units: None,
         };
         let Some(q) = self.qualified_tier(&cx, None)? else {
             return Ok(None);
@@ -1750,8 +1769,8 @@ mod tests {
     }
 
     #[test]
-    fn whole_amounts_give_the_decimal_products_bit_for_bit() {
-        let amounts = [
+    fn amount_units_give_the_decimal_results_bit_for_bit() {
+        let mut amounts = vec![
             dec!(0.01),
             dec!(0.99),
             dec!(1),
@@ -1761,22 +1780,51 @@ mod tests {
             dec!(123456789.1234),
             dec!(9223372036854775807),
             dec!(92233720368547758.07),
+            dec!(18446744073709551615),
+            dec!(1.8446744073709551615),
+        ];
+        let mut x: u64 = 12345;
+        for _ in 0..3000 {
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            let mantissa = i64::try_from((x >> 20) % 10_000_000_000_000).unwrap_or(1) + 1;
+            amounts.push(Decimal::new(mantissa, ((x >> 8) % 10) as u32));
+        }
+        let divisors = [
+            1i64, 2, 4, 5, 8, 10, 20, 25, 40, 50, 100, 125, 200, 250, 500, 1000,
         ];
         for a in amounts {
-            let Some(f) = whole_amount(a) else {
-                panic!("{a} has a whole part");
+            let Some(units) = AmountUnits::of(a) else {
+                panic!("{a} is positive and fits");
             };
-            for k in [1i64, 2, 3, 5, 1000] {
-                let slow = Decimal::from(k).checked_mul(a.floor());
-                let fast = f.checked_mul(k).map(Decimal::from);
-                if let Some(fast) = fast {
-                    let slow = slow.unwrap_or_default();
-                    assert_eq!(fast.serialize(), slow.serialize(), "{k} * floor({a})");
+            for d in divisors {
+                let quotient = if d == 1 {
+                    Ok(Val::Money(a))
+                } else {
+                    arith(ArithOp::Div, &Val::Money(a), &Val::Int(d), chrono_tz::UTC)
+                };
+                let Ok(Val::Money(q)) = quotient else {
+                    panic!("{a} / {d}");
+                };
+                for k in [1i64, 2, 3, 5, 1000] {
+                    let slow = arith(
+                        ArithOp::Mul,
+                        &Val::Int(k),
+                        &Val::Money(q.floor()),
+                        chrono_tz::UTC,
+                    );
+                    let fast = units.scaled_floor(k, d as u64);
+                    if let (Some(fast), Ok(Val::Money(slow))) = (fast, slow) {
+                        assert_eq!(fast.serialize(), slow.serialize(), "{k} * floor({a} / {d})");
+                    } else {
+                        assert!(fast.is_none(), "{k} * floor({a} / {d})");
+                    }
                 }
             }
         }
         for a in [dec!(0), dec!(0.00), dec!(-0.00), dec!(-1.5), Decimal::MAX] {
-            assert_eq!(whole_amount(a), None, "{a}");
+            assert!(AmountUnits::of(a).is_none(), "{a}");
         }
     }
 

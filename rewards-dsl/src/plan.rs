@@ -299,11 +299,11 @@ pub(crate) struct RulePlan {
     /// which the rule may match; the evaluator skips the rule for the
     /// others (all bits when its conditions could fail to evaluate).
     pub tiers: u64,
-    /// `Some(k)` when the rule earns `k * floor(tx.amount)` (`k >= 1`;
-    /// `floor(tx.amount)` is `k = 1`): the evaluator computes it in
-    /// integers from the transaction's whole amount (see
-    /// [`crate::eval::whole_amount`]) instead of node by node.
-    pub earn_floor: Option<i64>,
+    /// `Some((k, d))` when the rule earns `k * floor(tx.amount / d)`
+    /// (`k >= 1`, `d` a divisor of 1000; `floor(tx.amount)` is `(1, 1)`):
+    /// the evaluator computes it in integers from the transaction's amount
+    /// (see [`crate::eval::AmountUnits`]) instead of node by node.
+    pub earn_floor: Option<(i64, u64)>,
 }
 
 /// The bit of a member's tier in [`RulePlan::tiers`].
@@ -472,30 +472,45 @@ impl Plan {
         }
     }
 
-    /// `Some(k)` when `node` is `floor(tx.amount)` (1) or
-    /// `k * floor(tx.amount)` / `floor(tx.amount) * k` with a constant
-    /// whole `k >= 1`.
-    fn scaled_floor(&self, node: NodeId) -> Option<i64> {
-        let is_floor_amount = |id: NodeId| match self.nodes.get(id as usize) {
-            Some(Node::Builtin(crate::check::Builtin::Floor, (start, 1))) => self
-                .args
-                .get(*start as usize)
-                .and_then(|a| self.nodes.get(*a as usize))
-                .is_some_and(|n| matches!(n, Node::Tx(TxRead::Amount))),
-            _ => false,
+    /// `Some((k, d))` when `node` is `floor(tx.amount)` (`(1, 1)`),
+    /// `floor(tx.amount / d)` with a constant whole `d` dividing 1000 (the
+    /// quotient has at most three more decimals: the decimal division is
+    /// exact), or either times a constant whole `k >= 1` on either side.
+    fn scaled_floor(&self, node: NodeId) -> Option<(i64, u64)> {
+        let floor_of_amount = |id: NodeId| -> Option<u64> {
+            let Some(Node::Builtin(crate::check::Builtin::Floor, (start, 1))) =
+                self.nodes.get(id as usize)
+            else {
+                return None;
+            };
+            let arg = *self.args.get(*start as usize)?;
+            match self.nodes.get(arg as usize)? {
+                Node::Tx(TxRead::Amount) => Some(1),
+                Node::Arith(ArithOp::Div, x, y) => {
+                    let amount =
+                        matches!(self.nodes.get(*x as usize), Some(Node::Tx(TxRead::Amount)));
+                    match self.nodes.get(*y as usize) {
+                        Some(Node::Const(Val::Int(d))) if amount && *d >= 1 && 1000 % *d == 0 => {
+                            u64::try_from(*d).ok()
+                        }
+                        _ => None,
+                    }
+                }
+                _ => None,
+            }
         };
-        if is_floor_amount(node) {
-            return Some(1);
+        if let Some(d) = floor_of_amount(node) {
+            return Some((1, d));
         }
         let Some(Node::Arith(ArithOp::Mul, a, b)) = self.nodes.get(node as usize) else {
             return None;
         };
-        let k = match (self.nodes.get(*a as usize), self.nodes.get(*b as usize)) {
-            (Some(Node::Const(Val::Int(k))), _) if is_floor_amount(*b) => *k,
-            (_, Some(Node::Const(Val::Int(k)))) if is_floor_amount(*a) => *k,
+        let (k, d) = match (self.nodes.get(*a as usize), self.nodes.get(*b as usize)) {
+            (Some(Node::Const(Val::Int(k))), _) => (*k, floor_of_amount(*b)?),
+            (_, Some(Node::Const(Val::Int(k)))) => (*k, floor_of_amount(*a)?),
             _ => return None,
         };
-        (k >= 1).then_some(k)
+        (k >= 1).then_some((k, d))
     }
 
     /// The ruleset id, version and content hash stamped on every posting.
