@@ -10,7 +10,9 @@
 //! - clawbacks never exceed what the original earned;
 //! - duplicates and refused requests change nothing;
 //! - a budget is never exceeded and equals what its draws keep;
-//! - an earn without budget claims leaves exactly the view `advance_view` predicts.
+//! - an earn without budget claims leaves exactly the view `advance_view` predicts;
+//! - a member's run of transactions, settlements of its own authorizations
+//!   included, leaves exactly the views `ViewChain` predicts.
 
 // The helpers below are test code called from the property.
 #![allow(clippy::unwrap_used)]
@@ -20,11 +22,15 @@ use proptest::prelude::*;
 use std::collections::HashMap;
 
 use rewards_core::conformance::{self, fixtures::*};
-use rewards_core::ledger::{advance_view, LedgerConfig, LotStatus, PostingKind, Redemption};
+use rewards_core::ledger::{
+    advance_view, LedgerConfig, LotStatus, PostingKind, Redemption, ViewChain,
+};
 use rewards_core::memory::{FsyncPolicy, MemoryStore};
 use rewards_core::outcome::LotTerms;
 use rewards_core::store::LedgerStore;
-use rewards_core::{ErrorKind, MemberId, Points, Transaction, TxId, TxKind};
+use rewards_core::{
+    CounterKey, ErrorKind, MemberId, MemberView, Points, Transaction, TxId, TxKind,
+};
 
 const MEMBERS: usize = 3;
 const BUDGET_LIMIT: i64 = 400;
@@ -43,6 +49,7 @@ enum Op {
         member: usize,
         cents: u32,
         points: i64,
+        budget: bool,
     },
     Settle {
         pick: usize,
@@ -94,8 +101,8 @@ fn op() -> impl Strategy<Value = Op> {
               prop::option::of(0i64..40), prop::option::of(0i64..10), any::<bool>())
             .prop_map(|(member, cents, awards, expires_in, pending_for, budget)| Op::Purchase {
                 member, cents, awards, expires_in, pending_for, budget }),
-        2 => (member.clone(), 1u32..50_000, 0i64..300)
-            .prop_map(|(member, cents, points)| Op::Authorize { member, cents, points }),
+        2 => (member.clone(), 1u32..50_000, 0i64..300, any::<bool>())
+            .prop_map(|(member, cents, points, budget)| Op::Authorize { member, cents, points, budget }),
         2 => (any::<usize>(), 30u32..160).prop_map(|(pick, percent)| Op::Settle { pick, percent }),
         1 => any::<usize>().prop_map(|pick| Op::Reverse { pick }),
         4 => (any::<usize>(), 1u32..40_000, prop::bool::weighted(0.2))
@@ -126,6 +133,11 @@ struct Run {
     auths: Vec<(Transaction, u32)>,
     refunds: Vec<Transaction>,
     next: usize,
+    /// Per member: the chain of its transactions appended since the last
+    /// change made outside `send`, and the view it predicts.
+    chains: HashMap<MemberId, (ViewChain, MemberView)>,
+    /// The counter keys views are read with (every key the run writes).
+    keys: Vec<CounterKey>,
 }
 
 impl Run {
@@ -142,12 +154,36 @@ impl Run {
         let keys: Vec<_> = o.counters.iter().map(|c| c.key.clone()).collect();
         let mut predicted = self.store.member_view(&tx.member, &keys).await.unwrap();
         let predictable = advance_view(&mut predicted, &tx, &o);
+        let (mut chain, mut chained) = match self.chains.remove(&tx.member) {
+            Some(c) => c,
+            None => (
+                ViewChain::new(),
+                self.store
+                    .member_view(&tx.member, &self.keys)
+                    .await
+                    .unwrap(),
+            ),
+        };
+        let chain_predicts = chain.advance(&mut chained, &tx, &o);
         match self.store.append(&tx, &o).await {
             Ok(receipt) => {
                 assert!(!receipt.duplicate);
                 if predictable {
                     let after = self.store.member_view(&tx.member, &keys).await.unwrap();
                     assert_eq!(predicted, after, "{} {}: predicted view", tx.kind, tx.id);
+                }
+                if chain_predicts {
+                    let after = self
+                        .store
+                        .member_view(&tx.member, &self.keys)
+                        .await
+                        .unwrap();
+                    assert_eq!(
+                        chained, after,
+                        "{} {}: view predicted by the chain",
+                        tx.kind, tx.id
+                    );
+                    self.chains.insert(tx.member.clone(), (chain, chained));
                 }
                 self.sent.push((tx, o));
                 None
@@ -182,10 +218,24 @@ async fn run(ops: Vec<Op>) {
         auths: Vec::new(),
         refunds: Vec::new(),
         next: 0,
+        chains: HashMap::new(),
+        keys: Vec::new(),
     };
     let t0 = year(2030);
+    r.keys = vec![lifetime(&budget)];
     for (step, op) in ops.into_iter().enumerate() {
         let now = t0 + Duration::hours(step as i64 * 6);
+        if matches!(
+            op,
+            Op::Redeem { .. }
+                | Op::Adjust { .. }
+                | Op::Expire { .. }
+                | Op::Release { .. }
+                | Op::LapseAuthorizations { .. }
+        ) {
+            // Changes made outside `send`: the chains start again.
+            r.chains.clear();
+        }
         match op {
             Op::Purchase {
                 member,
@@ -229,11 +279,20 @@ async fn run(ops: Vec<Op>) {
                 member,
                 cents,
                 points,
+                budget: claim,
             } => {
                 let id = r.id("a");
                 let m = r.members[member].clone();
                 let a = tx(TxKind::Authorization, &id, &m, &amount(cents), now, None);
-                let o = with_budget(outcome(&a, &[("base", points)]), &budget, 0, BUDGET_LIMIT);
+                let mut o = with_counter(
+                    outcome(&a, &[("base", points)]),
+                    &budget,
+                    rust_decimal::Decimal::new(i64::from(cents), 2),
+                    Some(0),
+                );
+                if claim {
+                    o = with_budget(o, &budget, 0, BUDGET_LIMIT);
+                }
                 assert_eq!(r.send(a.clone(), o).await, None);
                 r.auths.push((a, cents));
             }

@@ -72,6 +72,11 @@ async fn predicted_views() {
     conformance::check_predicted_views(&store()).await;
 }
 
+#[tokio::test]
+async fn chained_settlements() {
+    conformance::check_chained_settlements(&store()).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrency() {
     conformance::check_concurrency(Arc::new(store())).await;

@@ -22,19 +22,21 @@
 //! - **A member's run in one round.** A hot member's consecutive
 //!   transactions are evaluated one after another inside the round: the
 //!   first from the view the store gave, each next one from the view
-//!   [`advance_view`] predicts once the earlier ones are applied. Such an
-//!   outcome carries the version it expects
+//!   [`ViewChain`] predicts once the earlier ones are applied (an earn's
+//!   effect, and a settlement's when its authorization is earlier in the
+//!   same run). Such an outcome carries the version it expects
 //!   ([`Outcome::expects_version`]); if the premise fails (an earlier one
 //!   was a redelivered duplicate, or refused) the store refuses it as
 //!   stale without changing anything, and it goes back to the head of the
 //!   queue to be evaluated from a fresh view. Where nothing can be
-//!   predicted (after a refund, a settlement or a campaign-budget claim
-//!   the store may trim) the member's later transactions wait for the next
-//!   round; a round takes none of a member's transactions past its first
-//!   refund (or other referring kind), so a hot member's backlog never
-//!   crowds the other members out of a round. Each member's transactions
-//!   are applied in the order the source delivered them, and each outcome
-//!   is the one a one-at-a-time run would give.
+//!   predicted (after a refund, a reversal, a settlement of an
+//!   authorization from an earlier round, or a campaign-budget claim the
+//!   store may trim) the member's later transactions wait for the next
+//!   round; a round takes none of a member's transactions past such a one,
+//!   so a hot member's backlog never crowds the other members out of a
+//!   round. Each member's transactions are applied in the order the source
+//!   delivered them, and each outcome is the one a one-at-a-time run would
+//!   give.
 //! - **Acks** go to the source only after the outcome is durable (the store
 //!   returned `Ok`, or the dead-letter sink returned `Ok`).
 //! - **Bad input** (decode errors, unknown programs, evaluation failures,
@@ -63,11 +65,11 @@ use chrono::{DateTime, Utc};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use rewards_core::ledger::{advance_view, Receipt};
+use rewards_core::ledger::{Receipt, ViewChain};
 use rewards_core::store::MAX_BATCH_ITEMS;
 use rewards_core::{
     CounterKey, Error as StoreError, ErrorKind, Evaluator, LedgerStore, MemberId, MemberView,
-    Outcome, Transaction,
+    Outcome, Transaction, TxId, TxKind,
 };
 
 use crate::breaker::{Backoff, CircuitBreaker};
@@ -457,6 +459,9 @@ const HOLD_BATCHES: usize = 4;
 /// other members out of a round.
 fn take_round(pending: &mut VecDeque<Job>, batch: &mut Vec<Job>, max_batch: usize) {
     let mut closed: HashSet<MemberId> = HashSet::new();
+    // Authorizations taken this round and not yet settled in it: a
+    // settlement of one can be predicted ([`ViewChain`]).
+    let mut open_auths: HashSet<TxId> = HashSet::new();
     let mut taken = 0;
     let mut rest = VecDeque::with_capacity(pending.len());
     while let Some(job) = pending.pop_front() {
@@ -465,7 +470,14 @@ fn take_round(pending: &mut VecDeque<Job>, batch: &mut Vec<Job>, max_batch: usiz
             Work::Apply(_) if taken >= max_batch => false,
             Work::Apply(tx) if closed.contains(&tx.member) => false,
             Work::Apply(tx) => {
-                if !tx.kind.earns() {
+                let settles_open = tx.kind == TxKind::Settlement
+                    && tx
+                        .original_id
+                        .as_ref()
+                        .is_some_and(|original| open_auths.remove(original));
+                if tx.kind == TxKind::Authorization {
+                    open_auths.insert(tx.id.clone());
+                } else if !tx.kind.earns() && !settles_open {
                     closed.insert(tx.member.clone());
                 }
                 taken += 1;
@@ -547,13 +559,14 @@ impl Worker {
     /// [`LedgerStore::member_views`] call for the round, with the counters
     /// all of its transactions read. A member's first transaction is
     /// evaluated from that view, each later one from the view
-    /// [`advance_view`] predicts once the earlier ones are applied, with
+    /// [`ViewChain`] predicts once the earlier ones are applied, with
     /// [`Outcome::expects_version`] set: if the premise fails (an earlier
     /// one turns out a duplicate, or is refused) the store refuses the
     /// outcome as stale and changes nothing, and the transaction is put
     /// back to be evaluated from a fresh view. Where nothing can be
-    /// predicted (after a refund, or a campaign-budget claim that the store
-    /// may trim) the member's remaining transactions are put back for the
+    /// predicted (after a refund, a settlement of an authorization from an
+    /// earlier round, or a campaign-budget claim that the store may trim)
+    /// the member's remaining transactions are put back for the
     /// next round. All outcomes of the round go to one `append_batch`, so
     /// a hot member costs no extra round trips.
     async fn process(&mut self, batch: &mut Vec<Job>) -> Result<Vec<Job>, ()> {
@@ -698,6 +711,7 @@ impl Worker {
         // False while `view` is what the store said; true once it is a
         // prediction.
         let mut predicted = false;
+        let mut chain_state = ViewChain::new();
         while let Some((tx, meta, plan)) = items.next() {
             let started = Instant::now();
             let evaluated = plan.evaluate(&tx, &view);
@@ -710,7 +724,7 @@ impl Worker {
                     if predicted {
                         outcome.expects_version = Some(view.version);
                     }
-                    predicted = advance_view(&mut view, &tx, &outcome);
+                    predicted = chain_state.advance(&mut view, &tx, &outcome);
                     segment.items.push((tx, outcome));
                     segment.metas.push(meta);
                     if !predicted {

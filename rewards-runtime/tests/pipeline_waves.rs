@@ -136,6 +136,125 @@ async fn a_hot_members_run_rides_one_call_in_order_and_a_refund_ends_it() {
     assert!(store.reconcile().await.expect("reconcile").drift.is_empty());
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_settlement_of_an_authorization_in_the_same_run_does_not_end_it() {
+    let store = Arc::new(
+        FlakyStore::new(Arc::new(MemoryStore::default()), 0)
+            .with_append_delay(Duration::from_millis(2)),
+    );
+    // The hot member: authorize 20.00, a purchase, settle 15.00 of it, a
+    // purchase, over and over; cold members in between.
+    let mut lines = Vec::new();
+    let mut order: HashMap<String, Vec<String>> = HashMap::new();
+    let mut expected: HashMap<String, i64> = HashMap::new();
+    let mut push = |line: String, member: &str, id: &str, points: i64| {
+        lines.push(line);
+        order
+            .entry(member.to_owned())
+            .or_default()
+            .push(id.to_owned());
+        *expected.entry(member.to_owned()).or_default() += points;
+    };
+    for i in 0..160 {
+        let cold = format!("s-c{:02}", i % 40);
+        let id = format!("s-c-{i:03}");
+        push(purchase(&id, &cold, "2.00"), &cold, &id, 2);
+        let id = format!("s-h-{i:03}");
+        match i % 4 {
+            // Held: nothing available until settled.
+            0 => push(authorization(&id, "s-hot", "20.00"), "s-hot", &id, 0),
+            2 => {
+                let original = format!("s-h-{:03}", i - 2);
+                // 20 points scaled to 15.00 of 20.00.
+                push(
+                    settlement(&id, "s-hot", "15.00", &original),
+                    "s-hot",
+                    &id,
+                    15,
+                );
+            }
+            _ => push(purchase(&id, "s-hot", "5.00"), "s-hot", &id, 5),
+        }
+    }
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("tx.jsonl");
+    tokio::fs::write(&path, lines.join("\n") + "\n")
+        .await
+        .expect("write input");
+    let metrics = Arc::new(Metrics::new());
+    let programs = Arc::new(ProgramRegistry::single(
+        PointsPerUnit::new(1, 1).arc(),
+        metrics.clone(),
+    ));
+    let dead = Arc::new(MemoryDeadLetters::new());
+    let pipeline = Pipeline::with_config(
+        store.clone(),
+        programs,
+        dead.clone(),
+        metrics.clone(),
+        PipelineConfig {
+            workers: 1,
+            feed_capacity: 64,
+            queue_capacity: 64,
+            max_batch: 16,
+            backoff: Backoff {
+                initial: Duration::from_millis(1),
+                max: Duration::from_millis(20),
+            },
+            drain_timeout: Duration::from_secs(30),
+        },
+    );
+    let mut source = JsonLinesSource::open(&path).await.expect("open");
+    let report = pipeline
+        .run(&mut source, std::future::pending())
+        .await
+        .expect("run");
+    assert_eq!(report.applied, 320);
+    assert_eq!(report.dead_lettered, 0, "{:?}", dead.take());
+
+    let calls = store.calls.lock().expect("calls").clone();
+    let mut applied: HashMap<String, Vec<String>> = HashMap::new();
+    let mut past_a_settlement = 0;
+    for call in &calls {
+        let hot: Vec<&str> = call
+            .iter()
+            .filter(|(m, _)| m.as_str() == "s-hot")
+            .map(|(_, id)| id.as_str())
+            .collect();
+        // A settlement followed, in the same call, by a later transaction
+        // of the member: the run went on past it.
+        for pair in hot.windows(2) {
+            let settled = pair[0]
+                .strip_prefix("s-h-")
+                .and_then(|n| n.parse::<usize>().ok())
+                .is_some_and(|n| n % 4 == 2);
+            if settled {
+                past_a_settlement += 1;
+            }
+        }
+        for (m, id) in call {
+            applied
+                .entry(m.as_str().to_owned())
+                .or_default()
+                .push(id.as_str().to_owned());
+        }
+    }
+    assert!(
+        past_a_settlement > 0,
+        "some call carried the hot member on past a settlement: {calls:?}"
+    );
+    assert_eq!(applied, order, "each member's transactions in input order");
+    assert_eq!(
+        metrics.reevaluated.load(Ordering::Relaxed),
+        0,
+        "every prediction held"
+    );
+    for (member, points) in &expected {
+        assert_eq!(available(store.as_ref(), member).await, *points, "{member}");
+    }
+    assert!(store.reconcile().await.expect("reconcile").drift.is_empty());
+}
+
 /// Awards one point per whole unit, but never past a balance of 100: what
 /// it awards depends on the member's view, so an outcome evaluated from a
 /// wrong prediction would be visibly wrong.

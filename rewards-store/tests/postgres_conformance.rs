@@ -81,6 +81,12 @@ async fn predicted_views() {
     conformance::check_predicted_views(&*t.store).await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chained_settlements() {
+    let t = PgTest::new().await;
+    conformance::check_chained_settlements(&*t.store).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrency() {
     let t = PgTest::new().await;

@@ -145,6 +145,7 @@ conformance_on_both! {
     adjustments => |s: Cached| async move { conformance::check_adjustments(&s).await };
     tier_from_outcome => |s: Cached| async move { conformance::check_tier_from_outcome(&s).await };
     predicted_views => |s: Cached| async move { conformance::check_predicted_views(&s).await };
+    chained_settlements => |s: Cached| async move { conformance::check_chained_settlements(&s).await };
     clawback_from_other_lots => |s: Cached| async move { conformance::check_clawback_from_other_lots(&s).await };
     concurrency => |s: Cached| async move { conformance::check_concurrency(Arc::new(s)).await };
     expiry => |s: Cached| async move { conformance::sweep_check_expiry(&s).await };

@@ -1316,6 +1316,135 @@ pub async fn check_predicted_views(store: &dyn LedgerStore) {
     );
 }
 
+/// [`ViewChain`] predicts exactly the view the store gives after a run of
+/// one member's transactions in which settlements follow their
+/// authorizations: settled in full, in part and above the authorized
+/// amount, with the lot available at once, pending until later, and
+/// without points; counters rescaled; and the settlement's own tier change.
+/// A settlement of an authorization outside the run, or settled twice, is
+/// not predicted.
+///
+/// [`ViewChain`]: crate::ledger::ViewChain
+pub async fn check_chained_settlements(store: &dyn LedgerStore) {
+    use crate::ledger::ViewChain;
+    let s = Scope::new("chain");
+    let m = s.member("m");
+    let t0 = year(2095);
+    let k = s.name("spend");
+    let keys = [lifetime(&k)];
+    let auth = |name: &str, amount: &str, hours: i64| {
+        let mut a = purchase(&s.id(name), &m, amount, t0 + chrono::Duration::hours(hours));
+        a.kind = TxKind::Authorization;
+        a
+    };
+    let settle = |name: &str, amount: &str, hours: i64, original: &Transaction| {
+        referring(
+            TxKind::Settlement,
+            &s.id(name),
+            &m,
+            amount,
+            t0 + chrono::Duration::hours(hours),
+            &original.id,
+        )
+    };
+    let a1 = auth("a1", "20.00", 0);
+    let a2 = auth("a2", "9.99", 1);
+    let a3 = auth("a3", "3.00", 2);
+    let a4 = auth("a4", "5.00", 3);
+    let p1 = purchase(&s.id("p1"), &m, "4.00", t0 + chrono::Duration::hours(4));
+    // a1 settled in part (13.37 of 20.00), a2 above (capped), a3 (no
+    // points) in full, a4 pending until day 10, settled on day 1.
+    let s1 = settle("s1", "13.37", 5, &a1);
+    let s2 = settle("s2", "12.00", 6, &a2);
+    let s3 = settle("s3", "3.00", 7, &a3);
+    let s4 = settle("s4", "2.50", 24, &a4);
+    let o_a1 = with_counter(
+        outcome(&a1, &[("base", 20), ("bonus", 7)]),
+        &k,
+        dec("20.00"),
+        None,
+    );
+    let o_a2 = with_counter(outcome(&a2, &[("base", 9)]), &k, dec("9.99"), None);
+    let o_a3 = with_counter(outcome(&a3, &[]), &k, dec("3.00"), None);
+    let o_a4 = with_counter(
+        outcome_with_terms(
+            &a4,
+            &[("base", 5)],
+            LotTerms {
+                available_at: Some(days(t0, 10)),
+                expires_at: None,
+            },
+        ),
+        &k,
+        dec("5.00"),
+        None,
+    );
+    let o_p1 = outcome(&p1, &[("base", 4)]);
+    let mut o_s3 = outcome(&s3, &[]);
+    o_s3.tier_change = Some(TierChange {
+        from: None,
+        to: Arc::from("silver"),
+        effective: s3.time,
+    });
+    let run: Vec<(Transaction, crate::Outcome)> = vec![
+        (a1.clone(), o_a1),
+        (a2.clone(), o_a2),
+        (a3.clone(), o_a3),
+        (a4.clone(), o_a4),
+        (p1.clone(), o_p1),
+        (s1.clone(), outcome(&s1, &[])),
+        (s2.clone(), outcome(&s2, &[])),
+        (s3.clone(), o_s3),
+        (s4.clone(), outcome(&s4, &[])),
+    ];
+    let start = store.member_view(&m, &keys).await.expect("view");
+    let mut chain = ViewChain::new();
+    let mut view = start.clone();
+    let mut batch = Vec::new();
+    for (t, o) in &run {
+        let mut o = o.clone();
+        o.expects_version = Some(view.version);
+        assert!(chain.advance(&mut view, t, &o), "{}: predictable", t.id);
+        batch.push((t.clone(), o));
+    }
+    // Applied one by one, each step's view is the store's.
+    let mut chain = ViewChain::new();
+    let mut predicted = start;
+    for (t, o) in &batch {
+        assert!(chain.advance(&mut predicted, t, o));
+        let receipt = store.append(t, o).await.expect("append as predicted");
+        assert_eq!(receipt.version, predicted.version);
+        let after = store.member_view(&m, &keys).await.expect("view after");
+        assert_eq!(
+            predicted, after,
+            "{}: the prediction is the store's view",
+            t.id
+        );
+    }
+    assert_eq!(predicted, view, "the run predicted as a whole");
+    // 20+7 scaled to 13.37/20 → 13 + 4; 9 capped at 9; 0; 5 pending.
+    assert_eq!(view.balance, Points(4 + 13 + 4 + 9));
+    assert_eq!(view.tier.as_deref(), Some("silver"));
+    assert_conserved(store, &m).await;
+
+    // Not predicted: an authorization outside the run, or settled again.
+    let mut other = ViewChain::new();
+    let mut unchanged = view.clone();
+    let s5 = settle("s5", "1.00", 30, &a1);
+    assert!(!other.advance(&mut unchanged, &s5, &outcome(&s5, &[])));
+    let a5 = auth("a5", "2.00", 31);
+    let s6 = settle("s6", "2.00", 32, &a5);
+    let s7 = settle("s7", "2.00", 33, &a5);
+    assert!(other.advance(&mut unchanged, &a5, &outcome(&a5, &[("base", 2)])));
+    assert!(other.advance(&mut unchanged, &s6, &outcome(&s6, &[])));
+    let before = unchanged.clone();
+    assert!(!other.advance(&mut unchanged, &s7, &outcome(&s7, &[])));
+    assert_eq!(
+        unchanged, before,
+        "a refused prediction leaves the view alone"
+    );
+}
+
 /// Clawbacks that must take from a member's other lots, among many lots
 /// of equal expiry and age (spend order then falls to the id, compared
 /// bytewise: `B` before `a`): refunds and a chargeback alone and in a

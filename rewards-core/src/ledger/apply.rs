@@ -15,6 +15,7 @@ use super::model::{
 };
 use crate::error::{Error, ReferenceProblem, Result};
 use crate::ids::TxId;
+use crate::member::MemberView;
 use crate::money::Money;
 use crate::outcome::{Outcome, RulesetStamp, TierChange};
 use crate::points::Points;
@@ -1437,6 +1438,138 @@ pub fn advance_view(
         }
     }
     true
+}
+
+/// An authorization a member's chain applied and has not settled yet:
+/// what [`settle`] will read of its record.
+#[derive(Debug, Clone)]
+struct ChainedAuthorization {
+    id: TxId,
+    amount: Money,
+    /// Each component's points, in order (the record's awards).
+    awards: Vec<Points>,
+    /// The record's counters, as recorded (every delta of the outcome).
+    counters: Vec<(CounterKey, Decimal)>,
+    /// When its lot's points become available (`None`: at once).
+    available_at: Option<DateTime<Utc>>,
+}
+
+/// [`advance_view`] along one member's run of transactions, which also
+/// predicts a settlement of an authorization earlier in the same run.
+///
+/// A settlement's effect depends on its authorization's record (awards,
+/// counters, lot terms), which a view does not hold; when that
+/// authorization was itself applied earlier in the run (predicted here),
+/// the record is exactly what its outcome made, so the settlement's effect
+/// mirrors [`settle`]'s: the version goes up by one, each of the
+/// authorization's counters moves by its rescaled delta minus its delta,
+/// the available balance gains the rescaled points when the lot is
+/// available by the settlement's time, and the settlement's own tier
+/// change applies when effective. Anything else that [`advance_view`]
+/// cannot predict still ends the run. The same premise holds as for
+/// [`advance_view`]: outcomes evaluated from a predicted view carry
+/// [`Outcome::expects_version`].
+#[derive(Debug, Clone, Default)]
+pub struct ViewChain {
+    open: Vec<ChainedAuthorization>,
+}
+
+impl ViewChain {
+    /// A chain that has applied nothing yet.
+    pub fn new() -> ViewChain {
+        ViewChain::default()
+    }
+
+    /// Moves `view` past `tx` (see [`advance_view`]); `false` (and `view`
+    /// unchanged) when nothing can be predicted.
+    pub fn advance(&mut self, view: &mut MemberView, tx: &Transaction, outcome: &Outcome) -> bool {
+        if tx.kind == TxKind::Settlement {
+            return self.settle(view, tx, outcome);
+        }
+        if !advance_view(view, tx, outcome) {
+            return false;
+        }
+        if tx.kind == TxKind::Authorization {
+            self.open.push(ChainedAuthorization {
+                id: tx.id.clone(),
+                amount: tx.amount,
+                awards: outcome.components.iter().map(|c| c.points).collect(),
+                counters: outcome
+                    .counters
+                    .iter()
+                    .map(|c| (c.key.clone(), c.delta))
+                    .collect(),
+                available_at: outcome.lot.available_at,
+            });
+        }
+        true
+    }
+
+    fn settle(&mut self, view: &mut MemberView, tx: &Transaction, outcome: &Outcome) -> bool {
+        if outcome.tx_id != tx.id || outcome.member != tx.member || outcome.kind != tx.kind {
+            return false;
+        }
+        let Some(original) = &tx.original_id else {
+            return false;
+        };
+        let Some(at) = self.open.iter().position(|a| &a.id == original) else {
+            return false;
+        };
+        let auth = &self.open[at];
+        if auth.amount.currency != tx.amount.currency {
+            return false;
+        }
+        let Some(next) = predict_settlement(view, tx, outcome, auth) else {
+            return false;
+        };
+        *view = next;
+        self.open.swap_remove(at);
+        true
+    }
+}
+
+/// The view after `tx` settles `auth` (see [`ViewChain`]), or `None` on
+/// overflow.
+fn predict_settlement(
+    view: &MemberView,
+    tx: &Transaction,
+    outcome: &Outcome,
+    auth: &ChainedAuthorization,
+) -> Option<MemberView> {
+    let (authorized, settled) = (auth.amount.amount, tx.amount.amount);
+    let mut new_total = Points::ZERO;
+    for points in &auth.awards {
+        new_total = new_total
+            .checked_add(scale_points(*points, settled, authorized).ok()?)
+            .ok()?;
+    }
+    let mut next = view.clone();
+    next.version = view.version.checked_add(1)?;
+    // A lot exists when the authorization earned points; its points become
+    // available at settlement when its terms allow by then.
+    let earned = auth
+        .awards
+        .iter()
+        .try_fold(Points::ZERO, |sum, p| sum.checked_add(*p))
+        .ok()?;
+    let available = auth.available_at.is_none_or(|at| at <= tx.time);
+    if earned.get() > 0 && available {
+        next.balance = next.balance.checked_add(new_total).ok()?;
+    }
+    for (key, delta) in &auth.counters {
+        let step = scale_decimal(*delta, settled, authorized).ok()? - *delta;
+        if step.is_zero() {
+            continue;
+        }
+        let after = next.counter(key).checked_add(step)?;
+        next.counters.insert(key.clone(), after);
+    }
+    if let Some(change) = &outcome.tier_change {
+        if change.effective <= tx.time {
+            next.tier = Some(change.to.clone());
+        }
+    }
+    Some(next)
 }
 
 #[cfg(test)]

@@ -172,7 +172,7 @@ mod model;
 
 pub use apply::{
     advance_view, apply, apply_with_open_lots, check_member, fold_balances_from_lots, member_view,
-    OpenLots,
+    OpenLots, ViewChain,
 };
 pub use entry::{
     check_inbox, BudgetDelta, Command, LedgerConfig, LedgerEntry, LotNeed, MemberState, Needs,

@@ -284,6 +284,20 @@ pub fn refund(id: &str, member: &str, amount: &str, original: &str) -> String {
     )
 }
 
+/// An authorization as one JSON line.
+pub fn authorization(id: &str, member: &str, amount: &str) -> String {
+    format!(
+        r#"{{"id":"{id}","member":"{member}","kind":"authorization","amount":"{amount}","currency":"USD","mcc":5411,"time":"2026-09-01T12:00:00Z"}}"#
+    )
+}
+
+/// A settlement of the authorization `original` as one JSON line.
+pub fn settlement(id: &str, member: &str, amount: &str, original: &str) -> String {
+    format!(
+        r#"{{"id":"{id}","member":"{member}","kind":"settlement","amount":"{amount}","currency":"USD","mcc":5411,"time":"2026-09-01T13:00:00Z","original_id":"{original}"}}"#
+    )
+}
+
 /// A deterministic workload: `count` purchases over `members` members with
 /// amounts between 1.00 and 250.99; returns the lines and the expected
 /// available balance per member (`per_unit` points per whole unit).
