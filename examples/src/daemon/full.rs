@@ -259,3 +259,31 @@ pub fn outbox_relay(
     tracing::info!(topic = %k.outcomes_topic, "outbox relay to the outcomes topic");
     Ok(Some(relay))
 }
+
+/// Publishes what is left in the outbox once the pipelines have stopped,
+/// for at most `within`; what is not published then waits for the next
+/// start (the outbox is durable).
+pub async fn drain_outbox(relay: &OutboxRelay, within: Duration) {
+    let drain = async {
+        let mut published = 0usize;
+        loop {
+            match relay.run_once().await {
+                Ok(0) => return Ok(published),
+                Ok(n) => published += n,
+                Err(e) => return Err((published, e)),
+            }
+        }
+    };
+    match tokio::time::timeout(within, drain).await {
+        Ok(Ok(published)) => tracing::info!(published, "outbox drained at shutdown"),
+        Ok(Err((published, e))) => tracing::warn!(
+            error = %e,
+            published,
+            "outbox not drained at shutdown; the next start publishes the rest"
+        ),
+        Err(_) => tracing::warn!(
+            within_ms = within.as_millis() as u64,
+            "outbox not drained in time at shutdown; the next start publishes the rest"
+        ),
+    }
+}

@@ -67,6 +67,10 @@ pub mod files {
 /// How long a stopping daemon waits for the cache to be repaired.
 const CACHE_SETTLE: std::time::Duration = std::time::Duration::from_secs(10);
 
+/// How long a stopping daemon publishes what is left in the outbox.
+#[cfg(feature = "full")]
+const OUTBOX_DRAIN: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// What a cache in front of the store offers the daemon (full mode).
 #[async_trait]
 pub trait CacheControl: Send + Sync {
@@ -175,6 +179,9 @@ pub struct Daemon {
     tasks: Vec<(&'static str, JoinHandle<()>)>,
     pipeline_task: Option<JoinHandle<Result<(), String>>>,
     has_input: bool,
+    /// Stops the outbox relay (full mode), in [`Daemon::wait`] once the
+    /// pipelines have finished.
+    relay_stop: Option<ShutdownTrigger>,
 }
 
 impl std::fmt::Debug for Daemon {
@@ -452,16 +459,26 @@ impl Daemon {
         }
         tracing::info!(%addr, "HTTP API listening");
 
+        #[cfg(not(feature = "full"))]
+        let relay_stop = None;
+        #[cfg(feature = "full")]
+        let mut relay_stop = None;
         #[cfg(feature = "full")]
         if config.mode == Mode::Full {
             if let Some(relay) =
                 full::outbox_relay(&config, store.clone(), runtime_metrics.clone())?
             {
-                let mut stop = signal.clone();
+                // Not stopped by the shutdown signal: the pipelines finish
+                // their work in flight after it, and the outcomes of that
+                // work must be published too. `wait` stops the relay once
+                // they have finished; then it drains the outbox.
+                let (relay_trigger, mut stop) = shutdown_channel();
+                relay_stop = Some(relay_trigger);
                 tasks.push((
                     "outbox",
                     tokio::spawn(async move {
                         relay.run(async move { stop.wait().await }).await;
+                        full::drain_outbox(&relay, OUTBOX_DRAIN).await;
                     }),
                 ));
             }
@@ -546,6 +563,7 @@ impl Daemon {
             tasks,
             pipeline_task,
             has_input,
+            relay_stop,
         })
     }
 
@@ -605,6 +623,13 @@ impl Daemon {
             }
         }
         for (name, task) in self.tasks.drain(..) {
+            if name == "outbox" {
+                // The pipelines have finished (the input above, the HTTP
+                // ingestion as an earlier task): publish what they applied.
+                if let Some(stop) = &self.relay_stop {
+                    stop.trigger();
+                }
+            }
             if let Err(e) = task.await {
                 tracing::error!(task = name, error = %e, "task ended abnormally");
             }
