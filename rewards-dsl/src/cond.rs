@@ -473,7 +473,7 @@ campaign c1 from 2026-12-01 to 2026-12-31 audience member.tier >= silver {
         let mut keys = Vec::new();
         plan.counter_keys(t, &mut keys);
         for key in keys {
-            if rng.next() % 4 != 0 {
+            if !rng.next().is_multiple_of(4) {
                 let value = Decimal::new((rng.next() % 1_200_000) as i64, (rng.next() % 3) as u32);
                 v.counters.insert(key, value);
             }
@@ -485,8 +485,10 @@ campaign c1 from 2026-12-01 to 2026-12-31 audience member.tier >= silver {
         );
         match rng.next() % 3 {
             0 => {
-                v.attributes
-                    .insert("student".into(), AttrValue::Bool(rng.next() % 2 == 0));
+                v.attributes.insert(
+                    "student".into(),
+                    AttrValue::Bool(rng.next().is_multiple_of(2)),
+                );
             }
             1 => {
                 v.attributes
