@@ -267,7 +267,11 @@ pub struct KafkaSource {
     metrics: Arc<Metrics>,
     config: KafkaConfig,
     paused: bool,
+    last_recommit: std::time::Instant,
 }
+
+/// How often positions already committed are committed again.
+const RECOMMIT_EVERY: Duration = Duration::from_secs(5);
 
 impl std::fmt::Debug for KafkaSource {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -295,6 +299,7 @@ impl KafkaSource {
             metrics,
             config,
             paused: false,
+            last_recommit: std::time::Instant::now(),
         })
     }
 
@@ -303,9 +308,20 @@ impl KafkaSource {
         &self.tracker
     }
 
-    /// Commits every partition's done position.
-    fn commit(&self, mode: CommitMode) {
-        let done = self.tracker.take_committable(None);
+    /// Commits every partition's done position; every [`RECOMMIT_EVERY`]
+    /// also those already committed (see
+    /// [`OffsetTracker::committed_positions`]).
+    fn commit(&mut self, mode: CommitMode) {
+        let mut done = self.tracker.take_committable(None);
+        if self.last_recommit.elapsed() >= RECOMMIT_EVERY {
+            self.last_recommit = std::time::Instant::now();
+            for (partition, position) in self.tracker.committed_positions() {
+                if !done.iter().any(|(p, _)| *p == partition) {
+                    done.push((partition, position));
+                }
+            }
+            done.sort();
+        }
         if done.is_empty() {
             return;
         }

@@ -150,6 +150,21 @@ impl OffsetTracker {
         out
     }
 
+    /// Every partition's last committed position, to commit again: a
+    /// broker that acknowledged a commit and then lost it (seen with tansu
+    /// across a restart) gets it back even when the partition never moves
+    /// again.
+    pub fn committed_positions(&self) -> Vec<(TopicPartition, i64)> {
+        let tracker = self.lock();
+        let mut out: Vec<_> = tracker
+            .partitions
+            .iter()
+            .filter_map(|(partition, state)| Some((partition.clone(), state.committed?)))
+            .collect();
+        out.sort();
+        out
+    }
+
     /// A commit of these positions failed: try them again next time.
     pub fn commit_failed(&self, positions: &[(TopicPartition, i64)]) {
         let mut tracker = self.lock();
@@ -232,6 +247,19 @@ mod tests {
         assert_eq!(only0, vec![(tp(0), 1)]);
         t.commit_failed(&only0);
         assert_eq!(t.take_committable(None), vec![(tp(0), 1), (tp(1), 8)]);
+    }
+
+    #[test]
+    fn committed_positions_are_offered_again() {
+        let t = OffsetTracker::default();
+        let e0 = t.delivered(&tp(0), 4);
+        t.delivered(&tp(1), 9);
+        t.acked(&tp(0), 4, e0);
+        assert_eq!(t.committed_positions(), vec![]);
+        let done = t.take_committable(None);
+        assert_eq!(done, vec![(tp(0), 5), (tp(1), 9)]);
+        assert_eq!(t.take_committable(None), vec![], "nothing moved");
+        assert_eq!(t.committed_positions(), done, "but all can be sent again");
     }
 
     #[test]
