@@ -90,19 +90,24 @@ impl Sql {
             // The spendable lots of each member in spend order
             // (`Lot::spend_order`: expiring first, oldest, id bytewise)
             // until the points before a lot reach the member's bound: what
-            // a clawback of at most that many points can take.
+            // a clawback of at most that many points can take. Per member
+            // in a LATERAL (a window cannot be pulled up into a join): as a
+            // join the planner scanned the whole lots table once the day
+            // had grown it (50-75 ms a call at 360k lots, growing).
             lots_bounded: format!(
-                "SELECT member_key, id, earned_at, available_at, expires_at, status, granted, \
-                        remaining, expired, expired_forgiven \
-                 FROM (SELECT l.*, b.bound, \
-                              COALESCE(sum(l.remaining) OVER (PARTITION BY l.member_key \
-                                  ORDER BY l.expires_at IS NULL, l.expires_at, l.earned_at, \
-                                           l.id COLLATE \"C\" \
-                                  ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), 0) AS before \
-                       FROM unnest($1::bigint[], $2::bigint[]) AS b(member_key, bound) \
-                       JOIN {s}.lots l ON l.member_key = b.member_key \
-                       WHERE l.remaining > 0 AND l.status = 'available') x \
-                 WHERE before < bound"
+                "SELECT x.member_key, x.id, x.earned_at, x.available_at, x.expires_at, x.status, \
+                        x.granted, x.remaining, x.expired, x.expired_forgiven \
+                 FROM unnest($1::bigint[], $2::bigint[]) AS b(member_key, bound) \
+                 CROSS JOIN LATERAL ( \
+                     SELECT l.*, \
+                            COALESCE(sum(l.remaining) OVER ( \
+                                ORDER BY l.expires_at IS NULL, l.expires_at, l.earned_at, \
+                                         l.id COLLATE \"C\" \
+                                ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), 0) AS before \
+                     FROM {s}.lots l \
+                     WHERE l.member_key = b.member_key AND l.remaining > 0 \
+                       AND l.status = 'available') x \
+                 WHERE x.before < b.bound"
             ),
             lots: format!(
                 "SELECT member_key, id, earned_at, available_at, expires_at, status, granted, \
@@ -218,8 +223,10 @@ impl Sql {
                         tier, tier_since, scheduled_tier, attributes \
                  FROM {s}.members WHERE member_id = $1"
             ),
-            // Counter reads probe the primary key once per wanted key
-            // (LATERAL ... LIMIT 1 cannot be flattened into a join): a
+            // Counter reads probe the primary key once per wanted key, and
+            // the members by their unique id (LATERAL ... LIMIT 1 cannot be
+            // flattened into a join; as a join the members table was
+            // hash-joined whole, 150 ms a call at 100k members): a
             // generic plan made while the table was small (a fresh schema)
             // would otherwise hash-join every member's counters on
             // (name, window), which took seconds per call as the table grew.
@@ -240,7 +247,8 @@ impl Sql {
             view_counters_many: format!(
                 "SELECT m.member_id, c.name, c.window_key, c.value \
                  FROM unnest($1::text[], $2::text[], $3::text[]) AS u(member_id, name, window_key) \
-                 JOIN {s}.members m ON m.member_id = u.member_id \
+                 JOIN LATERAL (SELECT mm.member_key, mm.member_id FROM {s}.members mm \
+                               WHERE mm.member_id = u.member_id LIMIT 1) m ON true \
                  JOIN LATERAL (SELECT c.name, c.window_key, c.value FROM {s}.counters c \
                                WHERE c.member_key = m.member_key AND c.name = u.name \
                                  AND c.window_key = u.window_key LIMIT 1) c ON true"
