@@ -49,6 +49,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "outbox",
         sql: include_str!("../../migrations/0003_outbox.sql"),
     },
+    Migration {
+        version: 4,
+        name: "lots_spend_order",
+        sql: include_str!("../../migrations/0004_lots_spend_order.sql"),
+    },
 ];
 
 /// What [`migrate`] did.
