@@ -52,8 +52,6 @@
 mod common;
 
 use std::collections::{BTreeSet, HashSet};
-use std::ops::{Deref, DerefMut};
-use std::process::Child;
 use std::time::{Duration, Instant};
 
 use common::fault::*;
@@ -211,35 +209,6 @@ fn repoint(rig: &mut Rig, server: &PrivatePostgres) {
     rig.pg = PgConfig::new(server.url()).with_schema(rig.pg.schema.clone());
 }
 
-/// A worker process, killed (SIGKILL) when dropped, so that a failing test
-/// leaves none behind.
-struct Worker(Child);
-
-impl Worker {
-    fn spawn(rig: &Rig, group: &str) -> Worker {
-        Worker(rig.spawn(group, &[]))
-    }
-}
-
-impl Deref for Worker {
-    type Target = Child;
-    fn deref(&self) -> &Child {
-        &self.0
-    }
-}
-
-impl DerefMut for Worker {
-    fn deref_mut(&mut self) -> &mut Child {
-        &mut self.0
-    }
-}
-
-impl Drop for Worker {
-    fn drop(&mut self) {
-        kill(&mut self.0);
-    }
-}
-
 /// The worker's consumer-group session (`fault_worker`'s default
 /// `--session-timeout-ms`) and a margin.
 const SESSION_OVER: Duration = Duration::from_millis(6000 + 1500);
@@ -295,7 +264,7 @@ async fn a_promoted_synchronous_standby_has_every_acknowledged_transaction_and_f
         if let Some(killed) = killed {
             session_over(killed).await;
         }
-        let mut worker = Worker::spawn(&rig, &group);
+        let mut worker = rig.spawn(&group, &[]);
         rig.wait_stored_more(
             store.store(),
             stored,
@@ -387,7 +356,7 @@ async fn a_promoted_synchronous_standby_has_every_acknowledged_transaction_and_f
         produced.produce(&rig, &input, range.clone()).await;
     }
     session_over(killed.expect("a worker was killed")).await;
-    let mut worker = Worker::spawn(&rig, &group);
+    let mut worker = rig.spawn(&group, &[]);
     rig.wait_committed(&group, &produced.ends).await;
     let status = terminate(&mut worker);
     assert!(
@@ -441,7 +410,7 @@ async fn a_cluster_restored_from_a_base_backup_and_a_replay_from_zero_reach_the_
     // The first half is being stored when the backup is taken; the second
     // half is produced only after it, so the backup cannot hold it.
     produced.produce(&rig, &input, parts[0].clone()).await;
-    let mut worker = Worker::spawn(&rig, &group);
+    let mut worker = rig.spawn(&group, &[]);
     rig.wait_stored_more(cached.store(), 0, &mut worker, "before the backup")
         .await;
     tokio::time::sleep(Duration::from_millis(rng.below(500))).await;
@@ -490,7 +459,7 @@ async fn a_cluster_restored_from_a_base_backup_and_a_replay_from_zero_reach_the_
         .expect("clear the cache prefix");
 
     let replay = unique("drrestore-replay");
-    let mut worker = Worker::spawn(&rig, &replay);
+    let mut worker = rig.spawn(&replay, &[]);
     rig.wait_committed(&replay, &produced.ends).await;
     let status = terminate(&mut worker);
     assert!(

@@ -173,7 +173,7 @@ impl Rig {
 
     /// Starts a worker in consumer group `group`, with `extra` flags; its
     /// output goes to `worker-N.log` in the run's directory.
-    pub fn spawn(&self, group: &str, extra: &[(&str, &str)]) -> Child {
+    pub fn spawn(&self, group: &str, extra: &[(&str, &str)]) -> Worker {
         let n = self.spawned.fetch_add(1, Ordering::Relaxed);
         let log = OpenOptions::new()
             .create(true)
@@ -210,6 +210,7 @@ impl Rig {
             .stdout(log.try_clone().expect("log"))
             .stderr(log)
             .spawn()
+            .map(Worker)
             .expect("spawn fault_worker")
     }
 
@@ -323,6 +324,31 @@ impl Drop for DropSchema {
 }
 
 /// Kills a worker with SIGKILL and reaps it.
+/// A worker process, killed when dropped (a test that panics must not leave
+/// it running against services that are gone).
+pub struct Worker(Child);
+
+impl std::ops::Deref for Worker {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Worker {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        if matches!(self.0.try_wait(), Ok(None)) {
+            kill(&mut self.0);
+        }
+    }
+}
+
 pub fn kill(child: &mut Child) {
     let _ = child.kill();
     let _ = child.wait();
