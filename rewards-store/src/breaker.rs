@@ -327,18 +327,20 @@ impl CircuitBreaker {
         }
     }
 
+    /// When the next probe is due, while the breaker is open.
+    fn due_at(&self, inner: &Inner) -> Option<Instant> {
+        (inner.state == BreakerState::Open).then(|| inner.opened_at + self.config.cool_down)
+    }
+
     /// Whether the breaker is open and its cool-down has passed (a probe
     /// is due).
     pub fn probe_due(&self) -> bool {
-        let inner = self.lock();
-        inner.state == BreakerState::Open
-            && Instant::now() >= inner.opened_at + self.config.cool_down
+        self.probe_due_at().is_some_and(|due| Instant::now() >= due)
     }
 
     /// When the next probe is due, while the breaker is open.
     pub fn probe_due_at(&self) -> Option<Instant> {
-        let inner = self.lock();
-        (inner.state == BreakerState::Open).then(|| inner.opened_at + self.config.cool_down)
+        self.due_at(&self.lock())
     }
 
     /// Starts a probe if one is due: open → half-open. Only one caller gets
@@ -346,9 +348,7 @@ impl CircuitBreaker {
     /// [`CircuitBreaker::try_close`].
     pub fn try_begin_probe(&self) -> bool {
         let mut inner = self.lock();
-        if inner.state == BreakerState::Open
-            && Instant::now() >= inner.opened_at + self.config.cool_down
-        {
+        if self.due_at(&inner).is_some_and(|due| Instant::now() >= due) {
             inner.state = BreakerState::HalfOpen;
             inner.probe_reached = false;
             true

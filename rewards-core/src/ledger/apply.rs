@@ -446,7 +446,7 @@ fn transaction<'s>(
     config: &LedgerConfig,
     open: Option<&'s dyn OpenLots>,
 ) -> Result<LedgerEntry> {
-    if outcome.tx_id != tx.id || outcome.member != tx.member || outcome.kind != tx.kind {
+    if !outcome_is_for(outcome, tx) {
         return Err(Error::Invalid(format!(
             "the outcome is for {} ({} of {}), not for {} ({} of {})",
             outcome.tx_id, outcome.kind, outcome.member, tx.id, tx.kind, tx.member
@@ -1368,6 +1368,21 @@ pub fn member_view(
     }
 }
 
+/// Whether `outcome` was evaluated for `tx` (same id, member and kind).
+fn outcome_is_for(outcome: &Outcome, tx: &Transaction) -> bool {
+    outcome.tx_id == tx.id && outcome.member == tx.member && outcome.kind == tx.kind
+}
+
+/// The outcome's tier change, in the view once it takes effect by the
+/// transaction's time (as [`Work::record_tier`] applies it).
+fn advance_tier(view: &mut MemberView, tx: &Transaction, outcome: &Outcome) {
+    if let Some(change) = &outcome.tier_change {
+        if change.effective <= tx.time {
+            view.tier = Some(change.to.clone());
+        }
+    }
+}
+
 /// Moves `view` past `tx`: the view the member's next transaction would
 /// see once `tx` is applied with `outcome`, without asking the store.
 ///
@@ -1387,12 +1402,7 @@ pub fn advance_view(
     tx: &Transaction,
     outcome: &Outcome,
 ) -> bool {
-    if !tx.kind.earns()
-        || !outcome.budgets.is_empty()
-        || outcome.tx_id != tx.id
-        || outcome.member != tx.member
-        || outcome.kind != tx.kind
-    {
+    if !tx.kind.earns() || !outcome.budgets.is_empty() || !outcome_is_for(outcome, tx) {
         return false;
     }
     let Some(version) = view.version.checked_add(1) else {
@@ -1432,11 +1442,7 @@ pub fn advance_view(
     view.version = version;
     view.balance = balance;
     view.counters.extend(counters);
-    if let Some(change) = &outcome.tier_change {
-        if change.effective <= tx.time {
-            view.tier = Some(change.to.clone());
-        }
-    }
+    advance_tier(view, tx, outcome);
     true
 }
 
@@ -1506,7 +1512,7 @@ impl ViewChain {
     }
 
     fn settle(&mut self, view: &mut MemberView, tx: &Transaction, outcome: &Outcome) -> bool {
-        if outcome.tx_id != tx.id || outcome.member != tx.member || outcome.kind != tx.kind {
+        if !outcome_is_for(outcome, tx) {
             return false;
         }
         let Some(original) = &tx.original_id else {
@@ -1564,11 +1570,7 @@ fn predict_settlement(
         let after = next.counter(key).checked_add(step)?;
         next.counters.insert(key.clone(), after);
     }
-    if let Some(change) = &outcome.tier_change {
-        if change.effective <= tx.time {
-            next.tier = Some(change.to.clone());
-        }
-    }
+    advance_tier(&mut next, tx, outcome);
     Some(next)
 }
 
