@@ -19,10 +19,111 @@ use rewards_core::{
     Points, RulesetStamp, Transaction,
 };
 use rewards_runtime::{
-    Backoff, JsonLinesSource, MemoryDeadLetters, Metrics, Pipeline, PipelineConfig, ProgramRegistry,
+    Backoff, JsonLinesSource, MemoryDeadLetters, Metrics, Pipeline, PipelineConfig,
+    ProgramRegistry, RunReport,
 };
 
 use common::*;
+
+/// Input lines with, per member, the ids in input order and the
+/// available points expected at the end.
+#[derive(Default)]
+struct Workload {
+    lines: Vec<String>,
+    order: HashMap<String, Vec<String>>,
+    expected: HashMap<String, i64>,
+}
+
+impl Workload {
+    fn push(&mut self, line: String, member: &str, id: &str, points: i64) {
+        self.lines.push(line);
+        self.order
+            .entry(member.to_owned())
+            .or_default()
+            .push(id.to_owned());
+        *self.expected.entry(member.to_owned()).or_default() += points;
+    }
+}
+
+/// One worker, rounds of at most 16, small queues and a short backoff.
+fn one_worker() -> PipelineConfig {
+    PipelineConfig {
+        workers: 1,
+        feed_capacity: 64,
+        queue_capacity: 64,
+        max_batch: 16,
+        backoff: Backoff {
+            initial: Duration::from_millis(1),
+            max: Duration::from_millis(20),
+        },
+        drain_timeout: Duration::from_secs(30),
+    }
+}
+
+/// Runs `lines` from a JSON-lines file through a pipeline of `plan` into
+/// `store`; returns the report, the metrics and the dead letters.
+async fn run_lines(
+    store: Arc<FlakyStore>,
+    plan: Arc<dyn Evaluator>,
+    lines: &[String],
+    config: PipelineConfig,
+) -> (RunReport, Arc<Metrics>, Arc<MemoryDeadLetters>) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("tx.jsonl");
+    tokio::fs::write(&path, lines.join("\n") + "\n")
+        .await
+        .expect("write input");
+    let metrics = Arc::new(Metrics::new());
+    let programs = Arc::new(ProgramRegistry::single(plan, metrics.clone()));
+    let dead = Arc::new(MemoryDeadLetters::new());
+    let pipeline = Pipeline::with_config(store, programs, dead.clone(), metrics.clone(), config);
+    let mut source = JsonLinesSource::open(&path).await.expect("open");
+    let report = pipeline
+        .run(&mut source, std::future::pending())
+        .await
+        .expect("run");
+    (report, metrics, dead)
+}
+
+/// Each member's transactions reached the store in input order (over all
+/// append calls), every prediction held, and the balances are exact.
+async fn assert_in_order_and_exact(store: &FlakyStore, workload: &Workload, metrics: &Metrics) {
+    let calls = store.calls.lock().expect("calls").clone();
+    let mut applied: HashMap<String, Vec<String>> = HashMap::new();
+    for (m, id) in calls.iter().flatten() {
+        applied
+            .entry(m.as_str().to_owned())
+            .or_default()
+            .push(id.as_str().to_owned());
+    }
+    assert_eq!(
+        applied, workload.order,
+        "each member's transactions in input order"
+    );
+    assert_eq!(
+        metrics.reevaluated.load(Ordering::Relaxed),
+        0,
+        "nothing was a duplicate or refused: every prediction held"
+    );
+    for (member, points) in &workload.expected {
+        assert_eq!(available(store, member).await, *points, "{member}");
+    }
+    assert!(store.reconcile().await.expect("reconcile").drift.is_empty());
+}
+
+/// The transactions of `member` in each append call, in order.
+fn runs_of(store: &FlakyStore, member: &str) -> Vec<Vec<String>> {
+    let calls = store.calls.lock().expect("calls").clone();
+    calls
+        .iter()
+        .map(|call| {
+            call.iter()
+                .filter(|(m, _)| m.as_str() == member)
+                .map(|(_, id)| id.as_str().to_owned())
+                .collect()
+        })
+        .collect()
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hot_members_run_rides_one_call_in_order_and_a_refund_ends_it() {
@@ -34,106 +135,44 @@ async fn a_hot_members_run_rides_one_call_in_order_and_a_refund_ends_it() {
     // One worker sees everything: the hot member "w-hot" is every other
     // transaction, three purchases then a refund of the third; 60 cold
     // members once or twice each.
-    let mut lines = Vec::new();
-    let mut order: HashMap<String, Vec<String>> = HashMap::new();
-    let mut expected: HashMap<String, i64> = HashMap::new();
-    let mut push = |line: String, member: &str, id: &str, points: i64| {
-        lines.push(line);
-        order
-            .entry(member.to_owned())
-            .or_default()
-            .push(id.to_owned());
-        *expected.entry(member.to_owned()).or_default() += points;
-    };
+    let mut w = Workload::default();
     for i in 0..120 {
         let cold = format!("w-c{:02}", i % 60);
         let id = format!("w-c-{i:03}");
-        push(purchase(&id, &cold, "3.00"), &cold, &id, 3);
+        w.push(purchase(&id, &cold, "3.00"), &cold, &id, 3);
         if i % 4 != 3 {
             let id = format!("w-h-{i:03}");
-            push(purchase(&id, "w-hot", "10.00"), "w-hot", &id, 10);
+            w.push(purchase(&id, "w-hot", "10.00"), "w-hot", &id, 10);
         } else {
             let original = format!("w-h-{:03}", i - 1);
             let id = format!("w-r-{i:03}");
-            push(refund(&id, "w-hot", "4.00", &original), "w-hot", &id, -4);
+            w.push(refund(&id, "w-hot", "4.00", &original), "w-hot", &id, -4);
         }
     }
-    let dir = tempfile::tempdir().expect("temp dir");
-    let path = dir.path().join("tx.jsonl");
-    tokio::fs::write(&path, lines.join("\n") + "\n")
-        .await
-        .expect("write input");
-    let metrics = Arc::new(Metrics::new());
-    let metrics_reevaluated = metrics.clone();
-    let metrics_reevaluated = &metrics_reevaluated.reevaluated;
-    let programs = Arc::new(ProgramRegistry::single(
-        PointsPerUnit::new(1, 1).arc(),
-        metrics.clone(),
-    ));
-    let dead = Arc::new(MemoryDeadLetters::new());
-    let pipeline = Pipeline::with_config(
-        store.clone(),
-        programs,
-        dead.clone(),
-        metrics,
-        PipelineConfig {
-            workers: 1,
-            feed_capacity: 64,
-            queue_capacity: 64,
-            max_batch: 16,
-            backoff: Backoff {
-                initial: Duration::from_millis(1),
-                max: Duration::from_millis(20),
-            },
-            drain_timeout: Duration::from_secs(30),
-        },
-    );
-    let mut source = JsonLinesSource::open(&path).await.expect("open");
-    let report = pipeline
-        .run(&mut source, std::future::pending())
-        .await
-        .expect("run");
+    let plan = PointsPerUnit::new(1, 1).arc();
+    let (report, metrics, dead) = run_lines(store.clone(), plan, &w.lines, one_worker()).await;
     assert_eq!(report.received, 240);
     assert_eq!(report.applied, 240);
     assert_eq!(report.dead_lettered, 0, "{:?}", dead.take());
 
     let calls = store.calls.lock().expect("calls").clone();
-    let mut applied: HashMap<String, Vec<String>> = HashMap::new();
-    let mut longest_run = 0;
-    for call in &calls {
-        assert!(call.len() <= 16, "at most max_batch per call");
-        let hot: Vec<&str> = call
-            .iter()
-            .filter(|(m, _)| m.as_str() == "w-hot")
-            .map(|(_, id)| id.as_str())
-            .collect();
-        longest_run = longest_run.max(hot.len());
+    assert!(
+        calls.iter().all(|call| call.len() <= 16),
+        "at most max_batch per call"
+    );
+    let hot_runs = runs_of(&store, "w-hot");
+    for hot in &hot_runs {
         if let Some(refund) = hot.iter().position(|id| id.starts_with("w-r-")) {
-            assert_eq!(refund + 1, hot.len(), "a refund ends the run: {call:?}");
-        }
-        for (m, id) in call {
-            applied
-                .entry(m.as_str().to_owned())
-                .or_default()
-                .push(id.as_str().to_owned());
+            assert_eq!(refund + 1, hot.len(), "a refund ends the run: {hot:?}");
         }
     }
     assert!(
-        longest_run > 1,
+        hot_runs.iter().any(|hot| hot.len() > 1),
         "the backlog gave some call several of the hot member's transactions: {calls:?}"
     );
-    assert_eq!(applied, order, "each member's transactions in input order");
     // One view read per round, never more than one per append call.
     assert!(store.view_calls.load(Ordering::SeqCst) as usize <= calls.len());
-    assert_eq!(
-        metrics_reevaluated.load(Ordering::Relaxed),
-        0,
-        "nothing was a duplicate or refused: every prediction held"
-    );
-    for (member, points) in &expected {
-        assert_eq!(available(store.as_ref(), member).await, *points, "{member}");
-    }
-    assert!(store.reconcile().await.expect("reconcile").drift.is_empty());
+    assert_in_order_and_exact(&store, &w, &metrics).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -144,115 +183,48 @@ async fn a_settlement_of_an_authorization_in_the_same_run_does_not_end_it() {
     );
     // The hot member: authorize 20.00, a purchase, settle 15.00 of it, a
     // purchase, over and over; cold members in between.
-    let mut lines = Vec::new();
-    let mut order: HashMap<String, Vec<String>> = HashMap::new();
-    let mut expected: HashMap<String, i64> = HashMap::new();
-    let mut push = |line: String, member: &str, id: &str, points: i64| {
-        lines.push(line);
-        order
-            .entry(member.to_owned())
-            .or_default()
-            .push(id.to_owned());
-        *expected.entry(member.to_owned()).or_default() += points;
-    };
+    let mut w = Workload::default();
     for i in 0..160 {
         let cold = format!("s-c{:02}", i % 40);
         let id = format!("s-c-{i:03}");
-        push(purchase(&id, &cold, "2.00"), &cold, &id, 2);
+        w.push(purchase(&id, &cold, "2.00"), &cold, &id, 2);
         let id = format!("s-h-{i:03}");
         match i % 4 {
             // Held: nothing available until settled.
-            0 => push(authorization(&id, "s-hot", "20.00"), "s-hot", &id, 0),
+            0 => w.push(authorization(&id, "s-hot", "20.00"), "s-hot", &id, 0),
             2 => {
                 let original = format!("s-h-{:03}", i - 2);
                 // 20 points scaled to 15.00 of 20.00.
-                push(
+                w.push(
                     settlement(&id, "s-hot", "15.00", &original),
                     "s-hot",
                     &id,
                     15,
                 );
             }
-            _ => push(purchase(&id, "s-hot", "5.00"), "s-hot", &id, 5),
+            _ => w.push(purchase(&id, "s-hot", "5.00"), "s-hot", &id, 5),
         }
     }
-    let dir = tempfile::tempdir().expect("temp dir");
-    let path = dir.path().join("tx.jsonl");
-    tokio::fs::write(&path, lines.join("\n") + "\n")
-        .await
-        .expect("write input");
-    let metrics = Arc::new(Metrics::new());
-    let programs = Arc::new(ProgramRegistry::single(
-        PointsPerUnit::new(1, 1).arc(),
-        metrics.clone(),
-    ));
-    let dead = Arc::new(MemoryDeadLetters::new());
-    let pipeline = Pipeline::with_config(
-        store.clone(),
-        programs,
-        dead.clone(),
-        metrics.clone(),
-        PipelineConfig {
-            workers: 1,
-            feed_capacity: 64,
-            queue_capacity: 64,
-            max_batch: 16,
-            backoff: Backoff {
-                initial: Duration::from_millis(1),
-                max: Duration::from_millis(20),
-            },
-            drain_timeout: Duration::from_secs(30),
-        },
-    );
-    let mut source = JsonLinesSource::open(&path).await.expect("open");
-    let report = pipeline
-        .run(&mut source, std::future::pending())
-        .await
-        .expect("run");
+    let plan = PointsPerUnit::new(1, 1).arc();
+    let (report, metrics, dead) = run_lines(store.clone(), plan, &w.lines, one_worker()).await;
     assert_eq!(report.applied, 320);
     assert_eq!(report.dead_lettered, 0, "{:?}", dead.take());
 
-    let calls = store.calls.lock().expect("calls").clone();
-    let mut applied: HashMap<String, Vec<String>> = HashMap::new();
-    let mut past_a_settlement = 0;
-    for call in &calls {
-        let hot: Vec<&str> = call
-            .iter()
-            .filter(|(m, _)| m.as_str() == "s-hot")
-            .map(|(_, id)| id.as_str())
-            .collect();
-        // A settlement followed, in the same call, by a later transaction
-        // of the member: the run went on past it.
-        for pair in hot.windows(2) {
-            let settled = pair[0]
-                .strip_prefix("s-h-")
-                .and_then(|n| n.parse::<usize>().ok())
-                .is_some_and(|n| n % 4 == 2);
-            if settled {
-                past_a_settlement += 1;
-            }
-        }
-        for (m, id) in call {
-            applied
-                .entry(m.as_str().to_owned())
-                .or_default()
-                .push(id.as_str().to_owned());
-        }
-    }
+    // A settlement followed, in the same call, by a later transaction of
+    // the member: the run went on past it.
+    let settled = |id: &String| {
+        id.strip_prefix("s-h-")
+            .and_then(|n| n.parse::<usize>().ok())
+            .is_some_and(|n| n % 4 == 2)
+    };
+    let hot_runs = runs_of(&store, "s-hot");
     assert!(
-        past_a_settlement > 0,
-        "some call carried the hot member on past a settlement: {calls:?}"
+        hot_runs
+            .iter()
+            .any(|hot| hot.windows(2).any(|pair| settled(&pair[0]))),
+        "some call carried the hot member on past a settlement: {hot_runs:?}"
     );
-    assert_eq!(applied, order, "each member's transactions in input order");
-    assert_eq!(
-        metrics.reevaluated.load(Ordering::Relaxed),
-        0,
-        "every prediction held"
-    );
-    for (member, points) in &expected {
-        assert_eq!(available(store.as_ref(), member).await, *points, "{member}");
-    }
-    assert!(store.reconcile().await.expect("reconcile").drift.is_empty());
+    assert_in_order_and_exact(&store, &w, &metrics).await;
 }
 
 /// Awards one point per whole unit, but never past a balance of 100: what
@@ -308,30 +280,12 @@ async fn transactions_behind_redelivered_ones_are_evaluated_again_from_the_store
     }
     assert_eq!(available(memory.as_ref(), "d-hot").await, 40);
 
-    let dir = tempfile::tempdir().expect("temp dir");
-    let path = dir.path().join("tx.jsonl");
-    tokio::fs::write(&path, lines.join("\n") + "\n")
-        .await
-        .expect("write input");
-    let metrics = Arc::new(Metrics::new());
-    let programs = Arc::new(ProgramRegistry::single(plan, metrics.clone()));
-    let dead = Arc::new(MemoryDeadLetters::new());
-    let pipeline = Pipeline::with_config(
-        store.clone(),
-        programs,
-        dead.clone(),
-        metrics.clone(),
-        PipelineConfig {
-            workers: 1,
-            max_batch: 16,
-            ..PipelineConfig::default()
-        },
-    );
-    let mut source = JsonLinesSource::open(&path).await.expect("open");
-    let report = pipeline
-        .run(&mut source, std::future::pending())
-        .await
-        .expect("run");
+    let config = PipelineConfig {
+        workers: 1,
+        max_batch: 16,
+        ..PipelineConfig::default()
+    };
+    let (report, metrics, dead) = run_lines(store.clone(), plan, &lines, config).await;
     assert_eq!(report.received, 12);
     assert_eq!(report.applied, 12);
     assert_eq!(report.duplicates, 4);
