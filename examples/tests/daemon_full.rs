@@ -39,8 +39,9 @@ use rdkafka::message::{Message, OwnedMessage};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Offset, TopicPartitionList};
 
-use rewards_core::store::OutboxEvent;
-use rewards_core::{LedgerStore, MemberId};
+use rewards_core::ledger::Balances;
+use rewards_core::store::{CachePut, CachedMember, OutboxEvent};
+use rewards_core::{LedgerStore, MemberId, Points};
 use rewards_examples::daemon::config::{Config, InputKind, Mode, Secret};
 use rewards_examples::daemon::{Daemon, Summary};
 use rewards_runtime::kafka::outbox::headers as outcome_headers;
@@ -581,10 +582,33 @@ async fn a_restart_on_the_same_topic_and_schema_applies_nothing_twice() {
     wait_committed(&names, &ends).await;
     check_stored(&names, &work.expected, work.applied.len() as i64).await;
 
+    // A process that died between a commit and its write-through leaves an
+    // entry nothing evicts: the next start clears the cache first.
+    let ghost = MemberId::new("ghost-of-a-crash").expect("member id");
+    let stale = CachedMember {
+        member: ghost.clone(),
+        version: 3,
+        balances: Balances {
+            available: Points(999),
+            pending: Points(0),
+        },
+        tier: None,
+        recent: Vec::new(),
+    };
+    assert_eq!(
+        names.redis().put(&stale).await.expect("put"),
+        CachePut::Written
+    );
+
     // Same group, topic, schema and cache prefix. One marker per partition:
     // each partition is read in order, so once every marker is applied
     // anything redelivered would have been received before it.
     let daemon = start(names.config(&setup)).await;
+    assert_eq!(
+        names.redis().get(&ghost).await.expect("read Redis"),
+        None,
+        "the start cleared the cache"
+    );
     let api = Api::new(&daemon);
     let mut markers = Vec::new();
     let mut expected = work.expected.clone();
