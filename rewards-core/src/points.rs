@@ -18,6 +18,12 @@ impl Points {
     /// Zero points.
     pub const ZERO: Points = Points(0);
 
+    /// True for zero points (serde's `skip_serializing_if` takes a reference).
+    #[allow(clippy::trivially_copy_pass_by_ref)]
+    pub fn is_zero(&self) -> bool {
+        self.0 == 0
+    }
+
     /// Checked addition.
     pub fn checked_add(self, other: Points) -> Result<Points, PointsOverflow> {
         self.0

@@ -547,8 +547,40 @@ pub async fn check_outbox(store: &dyn LedgerStore) {
         );
     }
     assert_eq!(events[0].ruleset.as_ref(), Some(&stamp()));
-    assert_eq!(events[0].postings.len(), 2, "base and bonus");
+    assert_eq!(
+        events[0].postings,
+        vec![
+            crate::store::OutboxPosting {
+                rule: Arc::from("base"),
+                kind: PostingKind::Earn,
+                points: bal(10, 0),
+                lot: Some(p1.id.clone()),
+            },
+            crate::store::OutboxPosting {
+                rule: Arc::from("bonus"),
+                kind: PostingKind::Earn,
+                points: bal(5, 0),
+                lot: Some(p1.id.clone()),
+            },
+        ],
+        "base and bonus"
+    );
     assert_eq!(events[0].time, t0);
+    // The refund claws back under the purchase's ruleset (kept on its
+    // record); the redemption has no ruleset.
+    assert_eq!(events[2].tx_id, r1.id);
+    assert_eq!(events[2].ruleset.as_ref(), Some(&stamp()));
+    assert!(events[2]
+        .postings
+        .iter()
+        .all(|p| p.kind == PostingKind::Clawback && p.lot.as_ref() == Some(&p1.id)));
+    assert_eq!(events[2].postings.len(), 2, "{:?}", events[2].postings);
+    assert_eq!(events[3].ruleset, None);
+    let audit = store.audit(&a, 0, 10).await.expect("audit");
+    assert_eq!(audit.len(), 3, "p1, r1, red");
+    assert_eq!(audit[0].ruleset.as_ref(), Some(&stamp()));
+    assert_eq!(audit[1].ruleset.as_ref(), Some(&stamp()));
+    assert_eq!(audit[2].ruleset, None);
     // Acknowledge some: the others stay; twice is harmless.
     let first: Vec<u64> = events[..2].iter().map(|e| e.seq).collect();
     assert_eq!(store.outbox_ack(&first).await.expect("ack"), 2);

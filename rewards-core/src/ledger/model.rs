@@ -246,6 +246,7 @@ pub struct Award {
     /// Points earned (after budget trimming and settlement re-scaling).
     pub points: Points,
     /// Points clawed back so far (never more than `points`).
+    #[serde(default, skip_serializing_if = "Points::is_zero")]
     pub clawed: Points,
 }
 
@@ -258,6 +259,7 @@ pub struct RecordedCounter {
     /// The delta applied.
     pub delta: Decimal,
     /// The part reversed so far (same sign as `delta`, never larger).
+    #[serde(default, skip_serializing_if = "Decimal::is_zero")]
     pub reversed: Decimal,
 }
 
@@ -270,6 +272,7 @@ pub struct BudgetDraw {
     /// Points granted (after trimming).
     pub points: Points,
     /// Points returned so far.
+    #[serde(default, skip_serializing_if = "Points::is_zero")]
     pub returned: Points,
 }
 
@@ -314,23 +317,29 @@ pub struct TxRecord {
     /// Its amount (for a settled authorization: the settled amount).
     pub amount: Money,
     /// The transaction it refers to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub original: Option<TxId>,
     /// Stores load the named record instead of this one when another
     /// transaction refers to this id (a settlement → its authorization).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub alias_of: Option<TxId>,
     /// The ruleset that produced its awards.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ruleset: Option<RulesetStamp>,
     /// Awards per rule.
     pub awards: Vec<Award>,
     /// Counter deltas applied.
     pub counters: Vec<RecordedCounter>,
     /// Budget draws granted.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub budgets: Vec<BudgetDraw>,
     /// The lot its points formed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lot: Option<TxId>,
     /// Where it stands.
     pub status: RecordStatus,
     /// Cumulative amount refunded or charged back so far.
+    #[serde(default, skip_serializing_if = "Decimal::is_zero")]
     pub refunded: Decimal,
 }
 

@@ -4,10 +4,12 @@
 
 use rewards_core::ledger::{EntryKind, LotStatus, PostingKind};
 use rewards_core::transaction::{attr_to_json, decode_attributes};
-use rewards_core::{AttrValue, MemberId, Points, TxId};
+use rewards_core::{AttrValue, MemberId, Points, RulesetStamp, TxId};
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
+use std::sync::Arc;
+use tokio_postgres::Row;
 
 use super::error::PgError;
 
@@ -64,6 +66,23 @@ pub(crate) fn to_text<T: serde::Serialize>(
 /// A JSON text document back as a ledger type.
 pub(crate) fn from_text<T: DeserializeOwned>(text: &str, what: &'static str) -> Result<T, PgError> {
     serde_json::from_str(text).map_err(|e| PgError::corrupt(what, e))
+}
+
+/// The ruleset stamp joined from `rulesets` at columns `at` (id), `at + 1`
+/// (version) and `at + 2` (hash); `None` when the row names no ruleset.
+pub(crate) fn ruleset_stamp(row: &Row, at: usize) -> Result<Option<RulesetStamp>, PgError> {
+    let e = |e| PgError::from_pg("read ruleset", e);
+    let Some(id) = row.try_get::<_, Option<String>>(at).map_err(e)? else {
+        return Ok(None);
+    };
+    let version: i64 = row.try_get(at + 1).map_err(e)?;
+    let hash: String = row.try_get(at + 2).map_err(e)?;
+    Ok(Some(RulesetStamp {
+        id: Arc::from(id),
+        version: u32::try_from(version)
+            .map_err(|_| PgError::corrupt("ruleset version", version))?,
+        hash: Arc::from(hash),
+    }))
 }
 
 /// A profile's attributes as a jsonb object in the wire form (numbers as

@@ -23,7 +23,6 @@ use rewards_core::ledger::{
     apply, check_inbox, Balances, Command, InboxEntry, LedgerConfig, LedgerEntry, Lot, LotNeed,
     MemberRecord, MemberState, Needs, Receipt, RecordNeed, RecordStatus, TxRecord,
 };
-use rewards_core::store::OutboxEvent;
 use rewards_core::{MemberId, Points, RulesetStamp, TxId, TxKind};
 use rust_decimal::Decimal;
 use serde_json::Value;
@@ -33,7 +32,7 @@ use tokio_postgres::Row;
 
 use super::codec::{
     entry_kind_str, from_json, from_text, lot_status, lot_status_str, member_id, points,
-    posting_kind_str, to_i64, to_json, to_text, to_u64, tx_id,
+    posting_kind_str, ruleset_stamp, to_i64, to_json, to_text, to_u64, tx_id,
 };
 use super::error::PgError;
 use super::sql::Sql;
@@ -93,9 +92,34 @@ struct Writes {
     lots: BTreeMap<(i64, TxId), Lot>,
     counters: BTreeMap<(i64, Arc<str>, String), Decimal>,
     budgets: BTreeMap<Arc<str>, (i64, Option<i64>)>,
-    events: Vec<(i64, rewards_core::ledger::AuditEvent)>,
-    /// Outbox event bodies (JSON, `seq` 0), in application order.
-    outbox: Vec<String>,
+    events: Vec<StoredEvent>,
+    /// Outbox pointers (member key, event seq), in application order.
+    outbox: Vec<(i64, i64)>,
+}
+
+impl Writes {
+    /// Every ruleset stamp the rows name (postings, records, events): each
+    /// is written as its interned key.
+    fn stamps(&self) -> impl Iterator<Item = &RulesetStamp> {
+        let postings = self.postings.iter().filter_map(|(_, p)| p.ruleset.as_ref());
+        let records = self
+            .records
+            .values()
+            .filter_map(|(_, r)| r.ruleset.as_ref());
+        let events = self.events.iter().filter_map(|e| e.event.ruleset.as_ref());
+        postings.chain(records).chain(events)
+    }
+}
+
+/// An audit event with what its row keeps beside the JSON body, so that
+/// the outbox row can be a pointer to it (migration 5).
+struct StoredEvent {
+    key: i64,
+    event: rewards_core::ledger::AuditEvent,
+    /// The member's tier after the entry.
+    tier: Option<Arc<str>>,
+    /// The seq of the entry's first posting, and how many it made.
+    postings: Option<(u64, usize)>,
 }
 
 fn pg(context: &'static str) -> impl Fn(tokio_postgres::Error) -> UnitError {
@@ -384,7 +408,10 @@ async fn unit_in(
             let record: Option<&str> = row.try_get(2).map_err(e)?;
             owners.insert(id.clone(), owner.clone());
             if let (Some(record), Some(m)) = (record, members.get_mut(&owner)) {
-                let record: TxRecord = from_text(record, "transaction record")?;
+                let mut record: TxRecord = from_text(record, "transaction record")?;
+                if let Some(stamp) = ruleset_stamp(row, 3)? {
+                    record.ruleset = Some(stamp);
+                }
                 if let Some(target) = &record.alias_of {
                     if !m.records.contains_key(target) {
                         aliases.push(target.clone());
@@ -713,11 +740,18 @@ fn apply_one(
     writes
         .postings
         .extend(entry.postings.iter().map(|p| (key, p.clone())));
-    writes.events.push((key, entry.event.clone()));
-    if let Some(event) = OutboxEvent::of_entry(0, &entry) {
-        writes
-            .outbox
-            .push(to_text(&event, "outbox event").map_err(Error::from)?);
+    writes.events.push(StoredEvent {
+        key,
+        event: entry.event.clone(),
+        tier: entry.member.tier.clone(),
+        postings: entry
+            .postings
+            .first()
+            .map(|p| (p.seq, entry.postings.len())),
+    });
+    if entry.inbox.is_some() {
+        let seq = to_i64(entry.event.seq, "event seq").map_err(Error::from)?;
+        writes.outbox.push((key, seq));
     }
     Ok(Done::Applied(Box::new(entry)))
 }
@@ -735,11 +769,9 @@ async fn resolve_rulesets(
         let cache = rulesets
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        for (_, p) in &writes.postings {
-            if let Some(stamp) = &p.ruleset {
-                if !cache.contains_key(stamp) && !missing.contains(&stamp) {
-                    missing.push(stamp);
-                }
+        for stamp in writes.stamps() {
+            if !cache.contains_key(stamp) && !missing.contains(&stamp) {
+                missing.push(stamp);
             }
         }
     }
@@ -800,7 +832,34 @@ async fn write_all(
             .await
             .map_err(pg("drop unused members"))?;
     }
-    // inbox rows, with the request's own record when it has one
+    // Every stamp by its interned key (`resolve_rulesets` interned the new
+    // ones in this unit).
+    let stamp_keys: HashMap<RulesetStamp, i32> = {
+        let cache = rulesets
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut keys = HashMap::new();
+        for stamp in writes.stamps() {
+            if let Some(k) = cache.get(stamp) {
+                keys.insert(stamp.clone(), *k);
+            }
+        }
+        for (stamp, k) in new_stamps {
+            keys.insert(stamp.clone(), *k);
+        }
+        keys
+    };
+    let key_of = |stamp: Option<RulesetStamp>| -> Result<Option<i32>, UnitError> {
+        stamp
+            .map(|s| {
+                stamp_keys.get(&s).copied().ok_or_else(|| {
+                    UnitError::Pg(PgError::corrupt("ruleset", "stamp was not interned"))
+                })
+            })
+            .transpose()
+    };
+    // inbox rows, with the request's own record when it has one; a record's
+    // JSON leaves its stamp out (the row's `ruleset_key` names it)
     let mut records = writes.records;
     let n = writes.inbox.len();
     let (mut i_id, mut i_key, mut i_fp, mut i_receipt, mut i_record, mut i_status, mut i_lapse) = (
@@ -812,14 +871,16 @@ async fn write_all(
         Vec::with_capacity(n),
         Vec::with_capacity(n),
     );
+    let mut i_ruleset = Vec::with_capacity(n);
     for (id, key, fp, receipt) in &writes.inbox {
-        let own = records.remove(id);
-        let (record, status, lapse) = match &own {
-            Some((_, r)) => {
-                let (status, lapse) = record_status(r);
-                (Some(to_text(r, "transaction record")?), Some(status), lapse)
+        let (record, status, lapse, ruleset) = match records.remove(id) {
+            Some((_, mut r)) => {
+                let (status, lapse) = record_status(&r);
+                let ruleset = key_of(r.ruleset.take())?;
+                let text = to_text(&r, "transaction record")?;
+                (Some(text), Some(status), lapse, ruleset)
             }
-            None => (None, None, None),
+            None => (None, None, None, None),
         };
         i_id.push(id.as_str());
         i_key.push(*key);
@@ -828,6 +889,7 @@ async fn write_all(
         i_record.push(record);
         i_status.push(status);
         i_lapse.push(lapse);
+        i_ruleset.push(ruleset);
     }
     // records of earlier requests (an authorization its settlement changed)
     let n = records.len();
@@ -838,32 +900,17 @@ async fn write_all(
         Vec::with_capacity(n),
         Vec::with_capacity(n),
     );
-    for (id, (key, record)) in &records {
+    let mut r_ruleset = Vec::with_capacity(n);
+    for (id, (key, record)) in &mut records {
         let (status, lapse) = record_status(record);
+        r_ruleset.push(key_of(record.ruleset.take())?);
         r_id.push(id.as_str());
         r_key.push(*key);
-        r_record.push(to_text(record, "transaction record")?);
+        r_record.push(to_text(&*record, "transaction record")?);
         r_status.push(status);
         r_lapse.push(lapse);
     }
     // postings
-    let stamp_keys: HashMap<&RulesetStamp, i32> = {
-        let cache = rulesets
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let mut keys = HashMap::new();
-        for (_, p) in &writes.postings {
-            if let Some(stamp) = &p.ruleset {
-                if let Some(k) = cache.get(stamp) {
-                    keys.insert(stamp, *k);
-                }
-            }
-        }
-        for (stamp, k) in new_stamps {
-            keys.insert(stamp, *k);
-        }
-        keys
-    };
     let n = writes.postings.len();
     let mut p_key = Vec::with_capacity(n);
     let mut p_seq = Vec::with_capacity(n);
@@ -895,13 +942,7 @@ async fn write_all(
         p_a.push(p.after.available.get());
         p_p.push(p.after.pending.get());
         p_lot.push(p.lot.as_ref().map(TxId::as_str));
-        let ruleset_key = match &p.ruleset {
-            Some(stamp) => Some(*stamp_keys.get(stamp).ok_or_else(|| {
-                UnitError::Pg(PgError::corrupt("ruleset", "stamp was not interned"))
-            })?),
-            None => None,
-        };
-        p_ruleset.push(ruleset_key);
+        p_ruleset.push(key_of(p.ruleset.clone())?);
         p_at.push(p.time);
     }
     // lots
@@ -994,8 +1035,16 @@ async fn write_all(
     let mut e_da = Vec::with_capacity(n);
     let mut e_dp = Vec::with_capacity(n);
     let mut e_body = Vec::with_capacity(n);
-    for (key, e) in &writes.events {
-        e_key.push(*key);
+    let mut e_ruleset = Vec::with_capacity(n);
+    let mut e_tier = Vec::with_capacity(n);
+    let mut e_first = Vec::with_capacity(n);
+    let mut e_count = Vec::with_capacity(n);
+    let mut events = writes.events;
+    for stored in &mut events {
+        // the JSON leaves the stamp out: the row's `ruleset_key` names it
+        e_ruleset.push(key_of(stored.event.ruleset.take())?);
+        let e = &stored.event;
+        e_key.push(stored.key);
         e_seq.push(to_i64(e.seq, "event seq")?);
         e_source.push(e.source.as_str());
         e_kind.push(entry_kind_str(e.kind));
@@ -1003,13 +1052,26 @@ async fn write_all(
         e_da.push(e.delta.available.get());
         e_dp.push(e.delta.pending.get());
         e_body.push(to_text(e, "audit event")?);
+        e_tier.push(stored.tier.as_deref());
+        let (first, count) = match stored.postings {
+            Some((first, count)) => (
+                Some(to_i64(first, "posting seq")?),
+                Some(
+                    i32::try_from(count)
+                        .map_err(|_| UnitError::Pg(PgError::corrupt("event postings", count)))?,
+                ),
+            ),
+            None => (None, None),
+        };
+        e_first.push(first);
+        e_count.push(count);
     }
 
     if changed.is_empty() {
         return Ok(());
     }
 
-    let o_body = writes.outbox;
+    let (o_key, o_seq): (Vec<i64>, Vec<i64>) = writes.outbox.iter().copied().unzip();
     let (
         s_inbox,
         s_records,
@@ -1055,6 +1117,7 @@ async fn write_all(
                     &s_inbox,
                     &[
                         &i_id, &i_key, &i_fp, &i_receipt, &i_record, &i_status, &i_lapse,
+                        &i_ruleset,
                     ],
                 )
                 .await
@@ -1064,8 +1127,11 @@ async fn write_all(
             if r_id.is_empty() {
                 Ok(0)
             } else {
-                tx.execute(&s_records, &[&r_id, &r_key, &r_record, &r_status, &r_lapse])
-                    .await
+                tx.execute(
+                    &s_records,
+                    &[&r_id, &r_key, &r_record, &r_status, &r_lapse, &r_ruleset],
+                )
+                .await
             }
         },
         async {
@@ -1157,16 +1223,17 @@ async fn write_all(
                     &s_events,
                     &[
                         &e_key, &e_seq, &e_source, &e_kind, &e_at, &e_da, &e_dp, &e_body,
+                        &e_ruleset, &e_tier, &e_first, &e_count,
                     ],
                 )
                 .await
             }
         },
         async {
-            if o_body.is_empty() {
+            if o_key.is_empty() {
                 Ok(0)
             } else {
-                tx.execute(&s_outbox, &[&o_body]).await
+                tx.execute(&s_outbox, &[&o_key, &o_seq]).await
             }
         },
     );

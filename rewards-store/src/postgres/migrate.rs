@@ -54,6 +54,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "lots_spend_order",
         sql: include_str!("../../migrations/0004_lots_spend_order.sql"),
     },
+    Migration {
+        version: 5,
+        name: "compact_rows",
+        sql: include_str!("../../migrations/0005_compact_rows.sql"),
+    },
 ];
 
 /// What [`migrate`] did.

@@ -41,6 +41,7 @@ pub(crate) struct Sql {
     pub view_counters: String,
     pub view_members: String,
     pub outbox_fetch: String,
+    pub outbox_postings: String,
     pub outbox_ack: String,
     pub view_counters_many: String,
     pub balance: String,
@@ -76,14 +77,18 @@ impl Sql {
                 "SELECT id, fingerprint, receipt FROM {s}.inbox \
                  WHERE id = ANY($1::text[]) AND fingerprint IS NOT NULL"
             ),
+            // A record's stamp is its row's `ruleset_key` (migration 5);
+            // records written before carry it in the JSON and have none.
             original_rows: format!(
-                "SELECT i.id, m.member_id, i.record FROM {s}.inbox i \
+                "SELECT i.id, m.member_id, i.record, r.id, r.version, r.hash FROM {s}.inbox i \
                  JOIN {s}.members m ON m.member_key = i.member_key \
+                 LEFT JOIN {s}.rulesets r ON r.ruleset_key = i.ruleset_key \
                  WHERE i.id = ANY($1::text[])"
             ),
             lapsed_records: format!(
-                "SELECT i.id, m.member_id, i.record FROM {s}.inbox i \
+                "SELECT i.id, m.member_id, i.record, r.id, r.version, r.hash FROM {s}.inbox i \
                  JOIN {s}.members m ON m.member_key = i.member_key \
+                 LEFT JOIN {s}.rulesets r ON r.ruleset_key = i.ruleset_key \
                  WHERE m.member_id = ANY($1::text[]) AND i.status = 'authorized' \
                    AND i.lapse_at <= $2"
             ),
@@ -139,14 +144,17 @@ impl Sql {
                  ON CONFLICT (id, version, hash) DO NOTHING RETURNING ruleset_key"
             ),
             insert_inbox: format!(
-                "INSERT INTO {s}.inbox (id, member_key, fingerprint, receipt, record, status, lapse_at) \
+                "INSERT INTO {s}.inbox (id, member_key, fingerprint, receipt, record, status, \
+                        lapse_at, ruleset_key) \
                  SELECT * FROM unnest($1::text[], $2::bigint[], $3::bytea[], $4::text[], \
-                                      $5::text[], $6::text[], $7::timestamptz[])"
+                                      $5::text[], $6::text[], $7::timestamptz[], $8::int[])"
             ),
             update_records: format!(
-                "UPDATE {s}.inbox i SET record = u.record, status = u.status, lapse_at = u.lapse_at \
-                 FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[], $5::timestamptz[]) \
-                      AS u(id, member_key, record, status, lapse_at) \
+                "UPDATE {s}.inbox i SET record = u.record, status = u.status, lapse_at = u.lapse_at, \
+                        ruleset_key = u.ruleset_key \
+                 FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[], $5::timestamptz[], \
+                             $6::int[]) \
+                      AS u(id, member_key, record, status, lapse_at, ruleset_key) \
                  WHERE i.id = u.id AND i.member_key = u.member_key"
             ),
             insert_postings: format!(
@@ -194,15 +202,40 @@ impl Sql {
                  RETURNING b.name"
             ),
             insert_events: format!(
-                "INSERT INTO {s}.events (member_key, seq, source, kind, at, d_available, d_pending, body) \
+                "INSERT INTO {s}.events (member_key, seq, source, kind, at, d_available, d_pending, \
+                        body, ruleset_key, tier, posting_seq, posting_count) \
                  SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[], \
-                        $5::timestamptz[], $6::bigint[], $7::bigint[], $8::text[])"
+                        $5::timestamptz[], $6::bigint[], $7::bigint[], $8::text[], $9::int[], \
+                        $10::text[], $11::bigint[], $12::int[])"
             ),
+            // An outbox row points at its audit event (migration 5).
             insert_outbox: format!(
-                "INSERT INTO {s}.outbox (body) \
-                 SELECT body FROM unnest($1::text[]) WITH ORDINALITY AS u(body, n) ORDER BY n"
+                "INSERT INTO {s}.outbox (member_key, event_seq) \
+                 SELECT member_key, event_seq \
+                 FROM unnest($1::bigint[], $2::bigint[]) WITH ORDINALITY AS u(member_key, event_seq, n) \
+                 ORDER BY n"
             ),
-            outbox_fetch: format!("SELECT seq, body FROM {s}.outbox ORDER BY seq LIMIT $1"),
+            // The oldest outbox rows with their events (a row written
+            // before migration 5 has its `body` and no pointer).
+            outbox_fetch: format!(
+                "SELECT o.seq, o.body, e.body, r.id, r.version, r.hash, e.tier, o.member_key, \
+                        e.posting_seq, e.posting_count \
+                 FROM (SELECT * FROM {s}.outbox ORDER BY seq LIMIT $1) o \
+                 LEFT JOIN {s}.events e ON e.member_key = o.member_key AND e.seq = o.event_seq \
+                 LEFT JOIN {s}.rulesets r ON r.ruleset_key = e.ruleset_key \
+                 ORDER BY o.seq"
+            ),
+            // The postings of outbox events: per event, `count` postings
+            // from `first` (an entry's postings have consecutive seqs).
+            outbox_postings: format!(
+                "SELECT u.n, p.rule, p.kind, p.d_available, p.d_pending, p.lot \
+                 FROM unnest($1::bigint[], $2::bigint[], $3::bigint[]) WITH ORDINALITY \
+                      AS u(member_key, first, count, n) \
+                 JOIN LATERAL (SELECT * FROM {s}.postings p \
+                               WHERE p.member_key = u.member_key AND p.seq >= u.first \
+                                 AND p.seq < u.first + u.count) p ON true \
+                 ORDER BY u.n, p.seq"
+            ),
             outbox_ack: format!("DELETE FROM {s}.outbox WHERE seq = ANY($1::bigint[])"),
             due_expiry: format!(
                 "SELECT DISTINCT m.member_id FROM {s}.lots l \
@@ -285,10 +318,11 @@ impl Sql {
                  ORDER BY p.seq"
             ),
             audit: format!(
-                "SELECT e.body FROM {s}.members m \
+                "SELECT e.body, r.id, r.version, r.hash FROM {s}.members m \
                  LEFT JOIN LATERAL (SELECT * FROM {s}.events ev \
                                     WHERE ev.member_key = m.member_key AND ev.seq > $2 \
                                     ORDER BY ev.seq LIMIT $3) e ON true \
+                 LEFT JOIN {s}.rulesets r ON r.ruleset_key = e.ruleset_key \
                  WHERE m.member_id = $1 AND m.version > 0 \
                  ORDER BY e.seq"
             ),

@@ -9,19 +9,21 @@ use rewards_core::ledger::{
     Adjustment, AuditEvent, Balances, Command, Drift, LedgerConfig, MemberBalance, Posting,
     PostingId, Receipt, RecentEntry, ReconcileReport, Redemption, SweepReport, TierReview,
 };
-use rewards_core::store::{LedgerStore, OutboxEvent, MAX_BATCH_ITEMS, MAX_PAGE_ROWS};
+use rewards_core::store::{
+    LedgerStore, OutboxEvent, OutboxPosting, MAX_BATCH_ITEMS, MAX_PAGE_ROWS,
+};
 use rewards_core::{
-    CounterKey, MemberId, MemberProfile, MemberView, Outcome, Points, RulesetStamp, Transaction,
-    WindowKey,
+    CounterKey, MemberId, MemberProfile, MemberView, Outcome, Points, Transaction, WindowKey,
 };
 use rust_decimal::Decimal;
 use serde_json::Value;
 use std::collections::HashMap;
 use std::sync::Arc;
+use tokio_postgres::Row;
 
 use super::codec::{
     attributes_from_json, attributes_to_json, entry_kind, from_text, member_id, points,
-    posting_kind, to_i64, to_u64, tx_id,
+    posting_kind, ruleset_stamp, to_i64, to_u64, tx_id,
 };
 use super::config::PgConfig;
 use super::engine::{run_unit, Done, RulesetCache, UnitError};
@@ -421,13 +423,89 @@ impl LedgerStore for PgStore {
             .await
             .map_err(pg_err("read the outbox"))?;
         let e = pg_err("read the outbox");
+        // Each row is a pointer to its audit event (or, written before
+        // migration 5, a copy of the event): the event's postings are read
+        // in a second query, all rows at once.
         let mut events = Vec::with_capacity(rows.len());
+        let (mut p_key, mut p_first, mut p_count, mut p_event) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         for row in &rows {
-            let seq: i64 = row.try_get(0).map_err(&e)?;
-            let body: &str = row.try_get(1).map_err(&e)?;
-            let mut event: OutboxEvent = from_text(body, "outbox event")?;
-            event.seq = to_u64(seq, "outbox seq")?;
-            events.push(event);
+            let seq = to_u64(row.try_get(0).map_err(&e)?, "outbox seq")?;
+            if let Some(body) = row.try_get::<_, Option<&str>>(1).map_err(&e)? {
+                let mut event: OutboxEvent = from_text(body, "outbox event")?;
+                event.seq = seq;
+                events.push(event);
+                continue;
+            }
+            let body: Option<&str> = row.try_get(2).map_err(&e)?;
+            let body =
+                body.ok_or_else(|| PgError::corrupt("outbox row", "its event is missing"))?;
+            let audit = audit_event(body, row, 3)?;
+            let tier: Option<String> = row.try_get(6).map_err(&e)?;
+            let first: Option<i64> = row.try_get(8).map_err(&e)?;
+            let count: Option<i32> = row.try_get(9).map_err(&e)?;
+            if let (Some(first), Some(count)) = (first, count) {
+                p_key.push(row.try_get::<_, i64>(7).map_err(&e)?);
+                p_first.push(first);
+                p_count.push(i64::from(count));
+                p_event.push(events.len());
+            }
+            events.push(OutboxEvent {
+                seq,
+                tx_id: audit.source,
+                member: audit.member,
+                kind: audit.kind,
+                time: audit.time,
+                version: audit.seq,
+                points: audit.delta,
+                balances: audit.balances,
+                tier: tier.map(Arc::from),
+                postings: Vec::new(),
+                ruleset: audit.ruleset,
+            });
+        }
+        if !p_key.is_empty() {
+            let stmt = client
+                .prepare_cached(&self.sql.outbox_postings)
+                .await
+                .map_err(pg_err("prepare outbox postings"))?;
+            let rows = client
+                .query(&stmt, &[&p_key, &p_first, &p_count])
+                .await
+                .map_err(pg_err("read outbox postings"))?;
+            for row in &rows {
+                let n: i64 = row.try_get(0).map_err(&e)?;
+                let event = usize::try_from(n - 1)
+                    .ok()
+                    .and_then(|i| p_event.get(i))
+                    .and_then(|&i| events.get_mut(i))
+                    .ok_or_else(|| PgError::corrupt("outbox postings", n))?;
+                let kind: &str = row.try_get(2).map_err(&e)?;
+                let rule: &str = row.try_get(1).map_err(&e)?;
+                event.postings.push(OutboxPosting {
+                    rule: Arc::from(rule),
+                    kind: posting_kind(kind)?,
+                    points: Balances {
+                        available: points(row.try_get(3).map_err(&e)?),
+                        pending: points(row.try_get(4).map_err(&e)?),
+                    },
+                    lot: row
+                        .try_get::<_, Option<String>>(5)
+                        .map_err(&e)?
+                        .map(|l| tx_id(l, "posting lot"))
+                        .transpose()?,
+                });
+            }
+            for (&i, &count) in p_event.iter().zip(&p_count) {
+                let got = events.get(i).map_or(0, |ev| ev.postings.len());
+                if i64::try_from(got).ok() != Some(count) {
+                    return Err(PgError::corrupt(
+                        "outbox postings",
+                        format!("{got} of {count} postings found"),
+                    )
+                    .into());
+                }
+            }
         }
         Ok(events)
     }
@@ -638,20 +716,7 @@ impl LedgerStore for PgStore {
                 pending: points(row.try_get(9).map_err(&e)?),
             };
             let lot: Option<String> = row.try_get(10).map_err(&e)?;
-            let ruleset_id: Option<String> = row.try_get(11).map_err(&e)?;
-            let ruleset = match ruleset_id {
-                Some(id) => {
-                    let version: i64 = row.try_get(12).map_err(&e)?;
-                    let hash: String = row.try_get(13).map_err(&e)?;
-                    Some(RulesetStamp {
-                        id: Arc::from(id),
-                        version: u32::try_from(version)
-                            .map_err(|_| PgError::corrupt("ruleset version", version))?,
-                        hash: Arc::from(hash),
-                    })
-                }
-                None => None,
-            };
+            let ruleset = ruleset_stamp(&row, 11)?;
             let rule: String = row.try_get(3).map_err(&e)?;
             let rule_seq: i32 = row.try_get(4).map_err(&e)?;
             out.push(Posting {
@@ -697,7 +762,7 @@ impl LedgerStore for PgStore {
         for row in rows {
             let body: Option<&str> = row.try_get(0).map_err(pg_err("read audit"))?;
             if let Some(body) = body {
-                out.push(from_text(body, "audit event")?);
+                out.push(audit_event(body, &row, 1)?);
             }
         }
         Ok(out)
@@ -799,4 +864,15 @@ impl LedgerStore for PgStore {
         }
         Ok(report)
     }
+}
+
+/// An audit event from its JSON `body` and the stamp joined at columns
+/// `at..at + 3` (migration 5: the JSON leaves the stamp out; an event
+/// written before keeps it in the JSON and joins none).
+fn audit_event(body: &str, row: &Row, at: usize) -> Result<AuditEvent, PgError> {
+    let mut event: AuditEvent = from_text(body, "audit event")?;
+    if let Some(stamp) = ruleset_stamp(row, at)? {
+        event.ruleset = Some(stamp);
+    }
+    Ok(event)
 }
