@@ -627,6 +627,14 @@ pub struct SweepReport {
     pub postings: u64,
     /// Net change of all balances.
     pub delta: Balances,
+    /// Members whose tier the rules reviewed (the tier review job only).
+    #[serde(default)]
+    pub reviewed: u64,
+    /// Members for whom the review recorded a decision: a tier changed, a
+    /// downgrade scheduled or a scheduled change cancelled (the tier review
+    /// job only; each also counts in `members`).
+    #[serde(default)]
+    pub changed: u64,
 }
 
 /// One member whose stored balances disagree with their postings or lots.
