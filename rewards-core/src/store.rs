@@ -125,14 +125,13 @@ pub trait LedgerStore: Send + Sync {
 
     /// A page of the store's members, for jobs that visit every member
     /// (the tier review): at most `limit` (and at most [`MAX_PAGE_ROWS`])
-    /// member ids following `after` (from the first member when `None`) in
-    /// the store's own stable order (PostgreSQL: the order members were
-    /// created in; in memory: member id order). Paging on with the last id
-    /// of each page until a page comes back empty visits every member that
-    /// existed when the walk began exactly once; a member created during
-    /// the walk may or may not be visited. An `after` the store does not
-    /// hold gives an empty page. A member is any member with a ledger entry
-    /// or a profile.
+    /// member ids that sort after `after` (from the first when `None`), in
+    /// member id order (the store's: in memory byte order, in PostgreSQL
+    /// the collation of the members' unique id index). `after` need not be
+    /// a member. Paging on with the last id of each page until a page
+    /// comes back empty visits every member that existed when the walk
+    /// began exactly once; a member created during the walk may or may not
+    /// be visited. A member is anyone with a ledger entry or a profile.
     async fn members_after(&self, after: Option<&MemberId>, limit: usize)
         -> Result<Vec<MemberId>>;
 

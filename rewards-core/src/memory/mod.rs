@@ -691,7 +691,6 @@ impl LedgerStore for MemoryStore {
             let candidates: Vec<MemberId> = {
                 let ids = self.ids.read().unwrap_or_else(PoisonError::into_inner);
                 let range = match &from {
-                    Some(a) if !ids.contains(a) => return Ok(Vec::new()),
                     Some(a) => ids.range((Bound::Excluded(a.clone()), Bound::Unbounded)),
                     None => ids.range::<MemberId, _>(..),
                 };
