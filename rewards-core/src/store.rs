@@ -132,8 +132,7 @@ pub trait LedgerStore: Send + Sync {
     /// comes back empty visits every member that existed when the walk
     /// began exactly once; a member created during the walk may or may not
     /// be visited. A member is anyone with a ledger entry or a profile.
-    async fn members_after(&self, after: Option<&MemberId>, limit: usize)
-        -> Result<Vec<MemberId>>;
+    async fn members_after(&self, after: Option<&MemberId>, limit: usize) -> Result<Vec<MemberId>>;
 
     /// What a tier review reads of each of `members` (at most
     /// [`MAX_PAGE_ROWS`]): the [`MemberView`] with the values of `counters`

@@ -205,20 +205,24 @@ impl JobRunner {
             let views = self.store.tier_views(&page, &keys).await?;
             for (member, read) in page.iter().zip(&views) {
                 report.reviewed += 1;
-                let review =
-                    match plan.review_tier(member, &read.view, read.scheduled.as_ref(), as_of) {
-                        Ok(Some(review)) => review,
-                        Ok(None) => continue,
-                        Err(e) => {
-                            // One member's evaluation failing must not stop
-                            // the others; the first failure is logged.
-                            if refused == 0 {
-                                tracing::warn!(%member, %as_of, error = %e, "tier review: the rules failed for a member");
-                            }
-                            refused += 1;
-                            continue;
+                let review = match plan.review_tier(
+                    member,
+                    &read.view,
+                    read.scheduled.as_ref(),
+                    as_of,
+                ) {
+                    Ok(Some(review)) => review,
+                    Ok(None) => continue,
+                    Err(e) => {
+                        // One member's evaluation failing must not stop
+                        // the others; the first failure is logged.
+                        if refused == 0 {
+                            tracing::warn!(%member, %as_of, error = %e, "tier review: the rules failed for a member");
                         }
-                    };
+                        refused += 1;
+                        continue;
+                    }
+                };
                 let balance = self.store.review_tier(&review).await?;
                 // A decision the ledger already held records nothing, and
                 // the member's version stays where the view read it.
@@ -228,7 +232,7 @@ impl JobRunner {
                 }
             }
             pages += 1;
-            if pages % PROGRESS_EVERY_PAGES == 0 {
+            if pages.is_multiple_of(PROGRESS_EVERY_PAGES) {
                 tracing::info!(%as_of, pages, reviewed = report.reviewed, changed = report.changed, "tier review in progress");
             }
             after = Some(last);

@@ -26,7 +26,9 @@ use std::sync::Arc;
 
 use rewards_core::ledger::{LedgerConfig, SweepReport};
 use rewards_core::memory::MemoryStore;
-use rewards_core::{ErrorKind, Evaluator, LedgerStore, MemberId, MemberProfile, TierChange, Transaction};
+use rewards_core::{
+    ErrorKind, Evaluator, LedgerStore, MemberId, MemberProfile, TierChange, Transaction,
+};
 use rewards_dsl::{HostFunctions, Plan};
 use rewards_runtime::jobs::JobRunner;
 use rewards_runtime::metrics::JobKind;
@@ -101,7 +103,8 @@ async fn review_run(store: Arc<dyn LedgerStore>) {
     let v1 = rules(1, 1000);
     let programs = Arc::new(ProgramRegistry::single(v1.clone(), metrics.clone()));
     // Pages of two: four members take two pages and an empty one.
-    let runner = JobRunner::new(store.clone(), programs.clone(), metrics.clone()).with_review_page(2);
+    let runner =
+        JobRunner::new(store.clone(), programs.clone(), metrics.clone()).with_review_page(2);
     let other_daemon =
         JobRunner::new(store.clone(), programs.clone(), metrics.clone()).with_review_page(3);
 
@@ -158,7 +161,11 @@ async fn review_run(store: Arc<dyn LedgerStore>) {
     assert_eq!((a.reviewed, b.reviewed), (4, 4));
     let due = at(2027, 1, 31);
     for who in [&gold, &up] {
-        assert_eq!(tier(s, who).await.as_deref(), Some("gold"), "{who} in grace");
+        assert_eq!(
+            tier(s, who).await.as_deref(),
+            Some("gold"),
+            "{who} in grace"
+        );
         assert_eq!(
             scheduled(s, who).await,
             Some(TierChange {
@@ -173,7 +180,11 @@ async fn review_run(store: Arc<dyn LedgerStore>) {
     let r = review(&runner, t2).await;
     assert_eq!(r.changed, 0, "{r:?}");
     let r = review(&runner, t2 + Duration::days(10)).await;
-    assert_eq!((r.changed, r.members), (0, 0), "later runs keep the date: {r:?}");
+    assert_eq!(
+        (r.changed, r.members),
+        (0, 0),
+        "later runs keep the date: {r:?}"
+    );
     assert_eq!(scheduled(s, &gold).await.map(|c| c.effective), Some(due));
     assert_eq!(version(s, &gold).await, gold_version);
 

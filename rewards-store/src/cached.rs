@@ -1201,11 +1201,7 @@ where
         Ok(report)
     }
 
-    async fn members_after(
-        &self,
-        after: Option<&MemberId>,
-        limit: usize,
-    ) -> Result<Vec<MemberId>> {
+    async fn members_after(&self, after: Option<&MemberId>, limit: usize) -> Result<Vec<MemberId>> {
         // The cache holds no member list: the store answers.
         self.inner.store.members_after(after, limit).await
     }

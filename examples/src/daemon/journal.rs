@@ -383,11 +383,7 @@ impl LedgerStore for JournalingStore {
         self.inner.apply_scheduled_tiers(as_of).await
     }
 
-    async fn members_after(
-        &self,
-        after: Option<&MemberId>,
-        limit: usize,
-    ) -> Result<Vec<MemberId>> {
+    async fn members_after(&self, after: Option<&MemberId>, limit: usize) -> Result<Vec<MemberId>> {
         self.inner.members_after(after, limit).await
     }
 

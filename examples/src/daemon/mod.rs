@@ -493,7 +493,7 @@ impl Daemon {
                 programs.registry().clone(),
                 runtime_metrics.clone(),
             )
-                .with_schedule(schedule(&config));
+            .with_schedule(schedule(&config));
             let stop = signal.clone();
             // A file is a replay of past transactions: the jobs sweep by the
             // wall clock, so a sweep in the middle of the replay would expire

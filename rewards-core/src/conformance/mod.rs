@@ -488,7 +488,14 @@ pub async fn check_member_walk(store: &dyn LedgerStore) {
         }
     }
     let refused = s.member("m6");
-    let r = referring(TxKind::Refund, &s.id("r6"), &refused, "1.00", t0, &s.id("none"));
+    let r = referring(
+        TxKind::Refund,
+        &s.id("r6"),
+        &refused,
+        "1.00",
+        t0,
+        &s.id("none"),
+    );
     expect_kind(
         store.append(&r, &outcome(&r, &[])).await,
         ErrorKind::InvalidReference,
@@ -501,7 +508,11 @@ pub async fn check_member_walk(store: &dyn LedgerStore) {
             .collect()
     };
     for limit in [2, 7, crate::store::MAX_PAGE_ROWS] {
-        assert_eq!(ours(&walk_members(store, limit).await), ms, "walk by {limit}");
+        assert_eq!(
+            ours(&walk_members(store, limit).await),
+            ms,
+            "walk by {limit}"
+        );
     }
     assert!(store
         .members_after(None, 0)
@@ -531,7 +542,11 @@ pub async fn check_member_walk(store: &dyn LedgerStore) {
     let read = store.tier_views(&asked, &keys).await.expect("tier views");
     assert_eq!(read.len(), asked.len());
     for (m, r) in asked.iter().zip(&read) {
-        assert_eq!(r.view, store.member_view(m, &keys).await.expect("view"), "{m}");
+        assert_eq!(
+            r.view,
+            store.member_view(m, &keys).await.expect("view"),
+            "{m}"
+        );
         assert_eq!(r.scheduled, None, "{m}");
     }
     assert_eq!(read[0].view.counter(&lifetime(&k)), dec("2.5"));

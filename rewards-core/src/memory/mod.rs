@@ -534,10 +534,7 @@ impl MemoryStore {
             .collect();
         TierView {
             view: member_view(slot.record.as_ref(), slot.profile.as_ref(), values),
-            scheduled: slot
-                .record
-                .as_ref()
-                .and_then(|r| r.scheduled_tier.clone()),
+            scheduled: slot.record.as_ref().and_then(|r| r.scheduled_tier.clone()),
         }
     }
 
@@ -676,11 +673,7 @@ impl LedgerStore for MemoryStore {
         self.sweep(|member| Command::ApplyScheduledTier { member, as_of })
     }
 
-    async fn members_after(
-        &self,
-        after: Option<&MemberId>,
-        limit: usize,
-    ) -> Result<Vec<MemberId>> {
+    async fn members_after(&self, after: Option<&MemberId>, limit: usize) -> Result<Vec<MemberId>> {
         use std::ops::Bound;
         let limit = limit.min(MAX_PAGE_ROWS);
         let mut out = Vec::with_capacity(limit);

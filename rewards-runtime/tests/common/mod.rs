@@ -228,11 +228,7 @@ impl LedgerStore for FlakyStore {
     async fn apply_scheduled_tiers(&self, as_of: DateTime<Utc>) -> Result<SweepReport> {
         self.inner.apply_scheduled_tiers(as_of).await
     }
-    async fn members_after(
-        &self,
-        after: Option<&MemberId>,
-        limit: usize,
-    ) -> Result<Vec<MemberId>> {
+    async fn members_after(&self, after: Option<&MemberId>, limit: usize) -> Result<Vec<MemberId>> {
         self.inner.members_after(after, limit).await
     }
     async fn tier_views(

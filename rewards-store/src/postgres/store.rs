@@ -563,11 +563,7 @@ impl LedgerStore for PgStore {
         .await
     }
 
-    async fn members_after(
-        &self,
-        after: Option<&MemberId>,
-        limit: usize,
-    ) -> Result<Vec<MemberId>> {
+    async fn members_after(&self, after: Option<&MemberId>, limit: usize) -> Result<Vec<MemberId>> {
         let limit = page(limit);
         if limit == 0 {
             return Ok(Vec::new());
