@@ -225,7 +225,9 @@ impl JobRunner {
                 };
                 let balance = self.store.review_tier(&review).await?;
                 // A decision the ledger already held records nothing, and
-                // the member's version stays where the view read it.
+                // the member's version stays where the view read it (a
+                // transaction of the member in between counts as a change:
+                // the count is for the log, not for correctness).
                 if balance.version > read.view.version {
                     report.changed += 1;
                     report.members += 1;
