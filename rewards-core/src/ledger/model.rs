@@ -630,9 +630,12 @@ pub struct SweepReport {
     /// Members whose tier the rules reviewed (the tier review job only).
     #[serde(default)]
     pub reviewed: u64,
-    /// Members for whom the review recorded a decision: a tier changed, a
+    /// Members whose review decision changed the ledger: a tier changed, a
     /// downgrade scheduled or a scheduled change cancelled (the tier review
-    /// job only; each also counts in `members`).
+    /// job only; each also counts in `members`). As seen by one run: with
+    /// several daemons reviewing one instant, a member another daemon
+    /// changed meanwhile may count in both runs (the ledger holds one
+    /// entry).
     #[serde(default)]
     pub changed: u64,
 }
