@@ -744,3 +744,44 @@ async fn the_jobs_wait_for_a_replayed_file_so_its_settlements_find_their_authori
     assert_eq!(summary.report.applied, 2002);
     stop(daemon).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_tier_review_job_tiers_every_member_with_the_default_program() {
+    // A member known only by an imported profile has no tier until a
+    // review decides one: the lowest tier, which needs no qualification.
+    let setup = Setup::new(&[]);
+    setup.write_rules(
+        r#"ruleset "test-card" version 1
+currency USD
+timezone "UTC"
+rounding floor
+
+tier green
+tier gold qualify spend(calendar year) >= 1000000 USD grace 30 days
+
+rule base "1 point per dollar" {
+  when tx.kind == purchase
+  earn floor(tx.amount) points
+}
+"#,
+    );
+    let profiles = setup.dir.path().join("profiles.jsonl");
+    std::fs::write(&profiles, "{\"member\":\"m-quiet\",\"attributes\":{}}\n").expect("profiles");
+    let mut config = setup.config(false);
+    config.input.profiles = Some(profiles);
+    config.jobs.enabled = true;
+    config.jobs.tier_review_every_secs = 1;
+    let daemon = start(config).await;
+    let api = Api::new(&daemon);
+    eventually(
+        Duration::from_secs(30),
+        "the review tiers m-quiet",
+        || async {
+            let r = api.get("/v1/members/m-quiet/tier", Some(USER)).await;
+            r.status() == StatusCode::OK
+                && r.json::<Value>().await.expect("json")["tier"] == json!("green")
+        },
+    )
+    .await;
+    stop(daemon).await;
+}

@@ -46,7 +46,7 @@ use crate::ledger::{
 };
 use crate::member::{MemberProfile, MemberView};
 use crate::outcome::Outcome;
-use crate::outcome::RulesetStamp;
+use crate::outcome::{RulesetStamp, TierChange};
 use crate::points::Points;
 use crate::transaction::Transaction;
 use crate::window::CounterKey;
@@ -123,6 +123,28 @@ pub trait LedgerStore: Send + Sync {
     /// Applies every scheduled tier change whose time `<= as_of`.
     async fn apply_scheduled_tiers(&self, as_of: DateTime<Utc>) -> Result<SweepReport>;
 
+    /// A page of the store's members, for jobs that visit every member
+    /// (the tier review): at most `limit` (and at most [`MAX_PAGE_ROWS`])
+    /// member ids that sort after `after` (from the first when `None`), in
+    /// member id order (the store's: in memory byte order, in PostgreSQL
+    /// the collation of the members' unique id index). `after` need not be
+    /// a member. Paging on with the last id of each page until a page
+    /// comes back empty visits every member that existed when the walk
+    /// began exactly once; a member created during the walk may or may not
+    /// be visited. A member is anyone with a ledger entry or a profile.
+    async fn members_after(&self, after: Option<&MemberId>, limit: usize) -> Result<Vec<MemberId>>;
+
+    /// What a tier review reads of each of `members` (at most
+    /// [`MAX_PAGE_ROWS`]): the [`MemberView`] with the values of `counters`
+    /// (as [`LedgerStore::member_view`] gives it) and the member's
+    /// scheduled tier change, one per member in request order. A member
+    /// never seen gets an empty view and no scheduled change.
+    async fn tier_views(
+        &self,
+        members: &[MemberId],
+        counters: &[CounterKey],
+    ) -> Result<Vec<TierView>>;
+
     /// A member's balances, tier and version; `NotFound` if never seen.
     async fn balance(&self, member: &MemberId) -> Result<MemberBalance>;
 
@@ -192,6 +214,15 @@ pub trait LedgerStore: Send + Sync {
             "this store keeps no outbox".into(),
         ))
     }
+}
+
+/// What a tier review reads of a member (see [`LedgerStore::tier_views`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TierView {
+    /// The member as evaluation sees them.
+    pub view: MemberView,
+    /// A decided change that takes effect later (a downgrade after grace).
+    pub scheduled: Option<TierChange>,
 }
 
 /// One event of the transactional outbox (see

@@ -170,6 +170,11 @@ async fn member_views() {
 }
 
 #[tokio::test]
+async fn member_walk() {
+    conformance::check_member_walk(&store()).await;
+}
+
+#[tokio::test]
 async fn outbox() {
     conformance::check_outbox(&store()).await;
 }

@@ -1717,6 +1717,28 @@ impl Evaluator for Plan {
     fn explain(&self, tx: &Transaction, member: &MemberView) -> Result<Outcome, EvalFailure> {
         Plan::explain(self, tx, member).map_err(EvalFailure::from)
     }
+
+    fn reviews_tiers(&self) -> bool {
+        !self.tiers.is_empty()
+    }
+
+    fn review_keys(&self, as_of: DateTime<Utc>, keys: &mut Vec<CounterKey>) {
+        if !self.tiers.is_empty() {
+            self.aggregate_keys(as_of.with_timezone(&self.tz).date_naive(), keys);
+        }
+    }
+
+    fn review_tier(
+        &self,
+        id: &rewards_core::MemberId,
+        member: &MemberView,
+        scheduled: Option<&TierChange>,
+        as_of: DateTime<Utc>,
+    ) -> Result<Option<rewards_core::ledger::TierReview>, EvalFailure> {
+        Ok(Plan::review_tier(self, member, scheduled, as_of)
+            .map_err(EvalFailure::from)?
+            .map(|d| d.into_review(id.clone(), as_of)))
+    }
 }
 
 #[cfg(test)]

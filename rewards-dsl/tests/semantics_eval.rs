@@ -450,6 +450,41 @@ fn tier_review_downgrades_after_grace_and_cancels_on_requalifying() {
 }
 
 #[test]
+fn the_evaluator_reviews_tiers_with_the_aggregates_of_the_instant() {
+    use rewards_core::Evaluator;
+    let p = plan(
+        "tier green\ntier gold qualify spend(calendar year) >= 5000 USD grace 90 days\n\
+         rule base {\n earn 1 points\n}\n",
+    );
+    assert!(Evaluator::reviews_tiers(&p));
+    let as_of = at("2027-01-02T12:00:00Z");
+    let mut keys = Vec::new();
+    Evaluator::review_keys(&p, as_of, &mut keys);
+    assert_eq!(keys, vec![CounterKey::new("spend", WindowKey::Year(2027))]);
+    let gold = MemberView {
+        tier: Some(Arc::from("gold")),
+        ..MemberView::default()
+    };
+    let m = MemberId::new("m-1").expect("id");
+    let review = Evaluator::review_tier(&p, &m, &gold, None, as_of)
+        .expect("ok")
+        .expect("a downgrade");
+    assert_eq!(review.member, m);
+    assert_eq!(&*review.tier, "green");
+    assert_eq!(review.as_of, as_of);
+    assert_eq!(review.effective, at("2027-04-02T11:00:00Z"));
+    let untiered = plan("rule base {\n earn 1 points\n}\n");
+    assert!(!Evaluator::reviews_tiers(&untiered));
+    let mut keys = Vec::new();
+    Evaluator::review_keys(&untiered, as_of, &mut keys);
+    assert!(keys.is_empty());
+    assert_eq!(
+        Evaluator::review_tier(&untiered, &m, &gold, None, as_of).expect("ok"),
+        None
+    );
+}
+
+#[test]
 fn aggregates_filter_and_read_the_value_before_the_transaction() {
     let p = plan(
         "category airline = mcc in [3000..3299, 4511]\n\

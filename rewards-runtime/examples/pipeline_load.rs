@@ -393,6 +393,20 @@ mod full {
         async fn apply_scheduled_tiers(&self, as_of: DateTime<Utc>) -> StoreResult<SweepReport> {
             self.inner.apply_scheduled_tiers(as_of).await
         }
+        async fn members_after(
+            &self,
+            after: Option<&MemberId>,
+            limit: usize,
+        ) -> StoreResult<Vec<MemberId>> {
+            self.inner.members_after(after, limit).await
+        }
+        async fn tier_views(
+            &self,
+            members: &[MemberId],
+            counters: &[CounterKey],
+        ) -> StoreResult<Vec<rewards_core::store::TierView>> {
+            self.inner.tier_views(members, counters).await
+        }
         async fn balance(&self, member: &MemberId) -> StoreResult<MemberBalance> {
             self.inner.balance(member).await
         }

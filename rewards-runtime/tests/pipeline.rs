@@ -614,8 +614,9 @@ async fn expiry_runs_at_due_instants_and_is_idempotent_across_daemons() {
 
     let metrics = Arc::new(Metrics::new());
     let before_expiry = base_time() + chrono::Duration::days(29);
-    let daemon_a = JobRunner::new(store.clone(), metrics.clone());
-    let daemon_b = JobRunner::new(store.clone(), metrics.clone());
+    let programs = Arc::new(ProgramRegistry::new(ProgramSet::new(), metrics.clone()));
+    let daemon_a = JobRunner::new(store.clone(), programs.clone(), metrics.clone());
+    let daemon_b = JobRunner::new(store.clone(), programs, metrics.clone());
     for (_, result) in daemon_a.run_all(before_expiry).await {
         result.expect("job");
     }
@@ -644,7 +645,8 @@ async fn expiry_runs_at_due_instants_and_is_idempotent_across_daemons() {
 async fn the_job_runner_runs_on_schedule_until_stopped() {
     let store = Arc::new(MemoryStore::default());
     let metrics = Arc::new(Metrics::new());
-    let runner = JobRunner::new(store, metrics.clone()).with_schedule(vec![
+    let programs = Arc::new(ProgramRegistry::new(ProgramSet::new(), metrics.clone()));
+    let runner = JobRunner::new(store, programs, metrics.clone()).with_schedule(vec![
         rewards_runtime::jobs::JobSchedule {
             job: JobKind::PendingRelease,
             every: Duration::from_millis(200),

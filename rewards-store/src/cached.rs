@@ -45,7 +45,9 @@ use rewards_core::ledger::{
     ReconcileReport, Redemption, SweepReport, TierReview,
 };
 use rewards_core::memory::MemoryCache;
-use rewards_core::store::{BalanceCache, CachePut, CachedMember, OutboxEvent, MAX_PAGE_ROWS};
+use rewards_core::store::{
+    BalanceCache, CachePut, CachedMember, OutboxEvent, TierView, MAX_PAGE_ROWS,
+};
 use rewards_core::{
     CounterKey, LedgerStore, MemberId, MemberProfile, MemberView, Outcome, Points, Transaction,
 };
@@ -1197,6 +1199,20 @@ where
         let report = self.inner.store.apply_scheduled_tiers(as_of).await?;
         self.after_sweep(&report).await;
         Ok(report)
+    }
+
+    async fn members_after(&self, after: Option<&MemberId>, limit: usize) -> Result<Vec<MemberId>> {
+        // The cache holds no member list: the store answers.
+        self.inner.store.members_after(after, limit).await
+    }
+
+    async fn tier_views(
+        &self,
+        members: &[MemberId],
+        counters: &[CounterKey],
+    ) -> Result<Vec<TierView>> {
+        // Counters, profiles and scheduled changes are not cached.
+        self.inner.store.tier_views(members, counters).await
     }
 
     async fn balance(&self, member: &MemberId) -> Result<MemberBalance> {

@@ -116,6 +116,12 @@ async fn authorization_lapse() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn member_walk() {
+    let t = PgTest::new().await;
+    conformance::check_member_walk(&*t.store).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tier_grace() {
     let t = PgTest::new().await;
     conformance::sweep_check_tier_grace(&*t.store).await;

@@ -151,6 +151,7 @@ conformance_on_both! {
     expiry => |s: Cached| async move { conformance::sweep_check_expiry(&s).await };
     pending => |s: Cached| async move { conformance::sweep_check_pending(&s).await };
     tier_grace => |s: Cached| async move { conformance::sweep_check_tier_grace(&s).await };
+    member_walk => |s: Cached| async move { conformance::check_member_walk(&s).await };
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -528,6 +528,22 @@ impl LedgerStore for CountingStore {
         self.inner.apply_scheduled_tiers(as_of).await
     }
 
+    async fn members_after(
+        &self,
+        after: Option<&rewards_core::MemberId>,
+        limit: usize,
+    ) -> rewards_core::error::Result<Vec<rewards_core::MemberId>> {
+        self.inner.members_after(after, limit).await
+    }
+
+    async fn tier_views(
+        &self,
+        members: &[rewards_core::MemberId],
+        counters: &[CounterKey],
+    ) -> rewards_core::error::Result<Vec<rewards_core::store::TierView>> {
+        self.inner.tier_views(members, counters).await
+    }
+
     async fn balance(
         &self,
         member: &rewards_core::MemberId,

@@ -327,7 +327,8 @@ pub struct JobsConfig {
     pub pending_release_every_secs: u64,
     /// Authorization expiry interval, seconds.
     pub authorization_expiry_every_secs: u64,
-    /// Scheduled tier changes interval, seconds.
+    /// Tier review interval (scheduled changes, then every member's tier
+    /// decided again by the default program), seconds.
     pub tier_review_every_secs: u64,
 }
 

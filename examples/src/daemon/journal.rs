@@ -383,6 +383,18 @@ impl LedgerStore for JournalingStore {
         self.inner.apply_scheduled_tiers(as_of).await
     }
 
+    async fn members_after(&self, after: Option<&MemberId>, limit: usize) -> Result<Vec<MemberId>> {
+        self.inner.members_after(after, limit).await
+    }
+
+    async fn tier_views(
+        &self,
+        members: &[MemberId],
+        counters: &[CounterKey],
+    ) -> Result<Vec<rewards_core::store::TierView>> {
+        self.inner.tier_views(members, counters).await
+    }
+
     async fn balance(&self, member: &MemberId) -> Result<MemberBalance> {
         self.inner.balance(member).await
     }

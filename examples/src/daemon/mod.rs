@@ -486,8 +486,14 @@ impl Daemon {
 
         let (summary_tx, summary_rx) = watch::channel(None);
         if config.jobs.enabled {
-            let runner = JobRunner::new(store.clone(), runtime_metrics.clone())
-                .with_schedule(schedule(&config));
+            // The tier review decides with the default program as it is
+            // at each run (hot reloads included).
+            let runner = JobRunner::new(
+                store.clone(),
+                programs.registry().clone(),
+                runtime_metrics.clone(),
+            )
+            .with_schedule(schedule(&config));
             let stop = signal.clone();
             // A file is a replay of past transactions: the jobs sweep by the
             // wall clock, so a sweep in the middle of the replay would expire

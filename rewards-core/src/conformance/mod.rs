@@ -440,6 +440,154 @@ pub async fn check_member_views(store: &dyn LedgerStore) {
     assert!(store.member_views(&[]).await.expect("none").is_empty());
 }
 
+/// Walks every member of `store` with `members_after` pages of `limit`;
+/// checks each page's size and that no member comes twice.
+async fn walk_members(store: &dyn LedgerStore, limit: usize) -> Vec<MemberId> {
+    let mut all: Vec<MemberId> = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    let mut after: Option<MemberId> = None;
+    for _ in 0..1_000_000 {
+        let page = store
+            .members_after(after.as_ref(), limit)
+            .await
+            .expect("members page");
+        assert!(page.len() <= limit, "a page of {limit} held {}", page.len());
+        let Some(last) = page.last().cloned() else {
+            return all;
+        };
+        for m in page {
+            assert!(seen.insert(m.clone()), "{m} came twice in the walk");
+            all.push(m);
+        }
+        after = Some(last);
+    }
+    panic!("the member walk never ended");
+}
+
+/// The member walk (`members_after`) and what a tier review reads
+/// (`tier_views`): every member with an entry or a profile comes exactly
+/// once, in pages of at most the limit, in id order among ids that differ
+/// in their last character; a member whose only request was refused is not
+/// a member; a page after an id that is not a member starts after it;
+/// `tier_views` gives `member_view`'s view and the scheduled tier change.
+pub async fn check_member_walk(store: &dyn LedgerStore) {
+    let s = Scope::new("walk");
+    let t0 = year(2093);
+    let k = s.name("k");
+    let ms: Vec<MemberId> = (1..=5).map(|i| s.member(&format!("m{i}"))).collect();
+    for (i, m) in ms.iter().enumerate() {
+        if i % 2 == 0 {
+            let p = purchase(&s.id(&format!("p{i}")), m, "10.00", t0);
+            let o = with_counter(outcome(&p, &[("base", 10)]), &k, dec("2.5"), None);
+            store.append(&p, &o).await.expect("append");
+        } else {
+            store
+                .put_profile(&MemberProfile::empty(m.clone()))
+                .await
+                .expect("profile");
+        }
+    }
+    let refused = s.member("m6");
+    let r = referring(
+        TxKind::Refund,
+        &s.id("r6"),
+        &refused,
+        "1.00",
+        t0,
+        &s.id("none"),
+    );
+    expect_kind(
+        store.append(&r, &outcome(&r, &[])).await,
+        ErrorKind::InvalidReference,
+        "refund of nothing",
+    );
+    let ours = |walk: &[MemberId]| -> Vec<MemberId> {
+        walk.iter()
+            .filter(|m| ms.contains(m) || **m == refused)
+            .cloned()
+            .collect()
+    };
+    for limit in [2, 7, crate::store::MAX_PAGE_ROWS] {
+        assert_eq!(
+            ours(&walk_members(store, limit).await),
+            ms,
+            "walk by {limit}"
+        );
+    }
+    assert!(store
+        .members_after(None, 0)
+        .await
+        .expect("empty page")
+        .is_empty());
+    assert!(
+        store
+            .members_after(None, crate::store::MAX_PAGE_ROWS + 5)
+            .await
+            .expect("big page")
+            .len()
+            <= crate::store::MAX_PAGE_ROWS
+    );
+    let between = s.member("m35");
+    let rest = store
+        .members_after(Some(&between), crate::store::MAX_PAGE_ROWS)
+        .await
+        .expect("after a non-member");
+    let rest = ours(&rest);
+    assert_eq!(&rest[..], &ms[3..], "after {between}");
+
+    // What a review reads.
+    let unknown = s.member("nobody");
+    let asked = vec![ms[0].clone(), ms[1].clone(), unknown.clone(), ms[0].clone()];
+    let keys = vec![lifetime(&k)];
+    let read = store.tier_views(&asked, &keys).await.expect("tier views");
+    assert_eq!(read.len(), asked.len());
+    for (m, r) in asked.iter().zip(&read) {
+        assert_eq!(
+            r.view,
+            store.member_view(m, &keys).await.expect("view"),
+            "{m}"
+        );
+        assert_eq!(r.scheduled, None, "{m}");
+    }
+    assert_eq!(read[0].view.counter(&lifetime(&k)), dec("2.5"));
+    assert_eq!(read[2].view, crate::member::MemberView::default());
+    let review = |tier: &str, at: i64, effective: i64| TierReview {
+        member: ms[0].clone(),
+        tier: Arc::from(tier),
+        effective: days(t0, effective),
+        as_of: days(t0, at),
+    };
+    store
+        .review_tier(&review("gold", 1, 1))
+        .await
+        .expect("gold");
+    store
+        .review_tier(&review("silver", 2, 100))
+        .await
+        .expect("downgrade with grace");
+    let read = store
+        .tier_views(std::slice::from_ref(&ms[0]), &[])
+        .await
+        .expect("tier view");
+    assert_eq!(read[0].view.tier.as_deref(), Some("gold"));
+    assert_eq!(
+        read[0].scheduled,
+        Some(TierChange {
+            from: Some(Arc::from("gold")),
+            to: Arc::from("silver"),
+            effective: days(t0, 100),
+        })
+    );
+    let too_many: Vec<MemberId> = (0..=crate::store::MAX_PAGE_ROWS)
+        .map(|i| s.member(&format!("x{i}")))
+        .collect();
+    expect_kind(
+        store.tier_views(&too_many, &[]).await,
+        ErrorKind::Invalid,
+        "too many tier views",
+    );
+}
+
 /// Acknowledges everything in the outbox (earlier checks left events).
 async fn drain_outbox(store: &dyn LedgerStore) {
     for _ in 0..10_000 {
@@ -2018,6 +2166,7 @@ pub async fn run_all(store: Arc<dyn LedgerStore>, authorization_ttl: Duration) {
     check_idempotency(s).await;
     check_batches(s).await;
     check_member_views(s).await;
+    check_member_walk(s).await;
     check_outbox(s).await;
     check_redemption(s).await;
     check_partial_refunds(s).await;

@@ -636,6 +636,17 @@ pub struct SweepReport {
     pub postings: u64,
     /// Net change of all balances.
     pub delta: Balances,
+    /// Members whose tier the rules reviewed (the tier review job only).
+    #[serde(default)]
+    pub reviewed: u64,
+    /// Members whose review decision changed the ledger: a tier changed, a
+    /// downgrade scheduled or a scheduled change cancelled (the tier review
+    /// job only; each also counts in `members`). As seen by one run: with
+    /// several daemons reviewing one instant, a member another daemon
+    /// changed meanwhile may count in both runs (the ledger holds one
+    /// entry).
+    #[serde(default)]
+    pub changed: u64,
 }
 
 /// One member whose stored balances disagree with their postings or lots.

@@ -18,7 +18,7 @@ pub mod log;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::hash::{Hash, Hasher};
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
@@ -35,7 +35,8 @@ use crate::member::{MemberProfile, MemberView};
 use crate::outcome::Outcome;
 use crate::points::Points;
 use crate::store::{
-    BalanceCache, CachePut, CachedMember, LedgerStore, OutboxEvent, MAX_BATCH_ITEMS, MAX_PAGE_ROWS,
+    BalanceCache, CachePut, CachedMember, LedgerStore, OutboxEvent, TierView, MAX_BATCH_ITEMS,
+    MAX_PAGE_ROWS,
 };
 use crate::transaction::Transaction;
 use crate::window::CounterKey;
@@ -209,6 +210,11 @@ impl MemberSlot {
 pub struct MemoryStore {
     config: LedgerConfig,
     members: RwLock<HashMap<MemberId, Arc<Mutex<MemberSlot>>>>,
+    /// Every member id with a slot, in id order (for
+    /// [`LedgerStore::members_after`]). Written only while `members` is
+    /// write-locked, when a slot is created; never locked while a member
+    /// lock or `members` is wanted.
+    ids: RwLock<BTreeSet<MemberId>>,
     inbox: Vec<Mutex<HashMap<TxId, InboxEntry>>>,
     budgets: Mutex<HashMap<Arc<str>, Points>>,
     log: Option<Mutex<Box<dyn EventLog>>>,
@@ -257,6 +263,7 @@ impl MemoryStore {
         MemoryStore {
             config,
             members: RwLock::new(HashMap::new()),
+            ids: RwLock::new(BTreeSet::new()),
             inbox: (0..INBOX_SHARDS)
                 .map(|_| Mutex::new(HashMap::new()))
                 .collect(),
@@ -335,12 +342,17 @@ impl MemoryStore {
         if let Some(slot) = self.slot(member) {
             return slot;
         }
-        self.members
+        let mut members = self.members.write().unwrap_or_else(PoisonError::into_inner);
+        if let Some(slot) = members.get(member) {
+            return slot.clone();
+        }
+        let slot = Arc::new(Mutex::new(MemberSlot::default()));
+        members.insert(member.clone(), slot.clone());
+        self.ids
             .write()
             .unwrap_or_else(PoisonError::into_inner)
-            .entry(member.clone())
-            .or_default()
-            .clone()
+            .insert(member.clone());
+        slot
     }
 
     fn all_slots(&self) -> Vec<(MemberId, Arc<Mutex<MemberSlot>>)> {
@@ -507,6 +519,25 @@ impl MemoryStore {
         Ok(report)
     }
 
+    /// The member's view and scheduled tier change as of now.
+    fn tier_view_now(&self, member: &MemberId, counters: &[CounterKey]) -> TierView {
+        let Some(slot) = self.slot(member) else {
+            return TierView {
+                view: member_view(None, None, HashMap::new()),
+                scheduled: None,
+            };
+        };
+        let slot = lock(&slot);
+        let values = counters
+            .iter()
+            .filter_map(|k| slot.counters.get(k).map(|v| (k.clone(), *v)))
+            .collect();
+        TierView {
+            view: member_view(slot.record.as_ref(), slot.profile.as_ref(), values),
+            scheduled: slot.record.as_ref().and_then(|r| r.scheduled_tier.clone()),
+        }
+    }
+
     fn read<T>(&self, member: &MemberId, f: impl FnOnce(&MemberSlot) -> Option<T>) -> Result<T> {
         let slot = self
             .slot(member)
@@ -640,6 +671,54 @@ impl LedgerStore for MemoryStore {
 
     async fn apply_scheduled_tiers(&self, as_of: DateTime<Utc>) -> Result<SweepReport> {
         self.sweep(|member| Command::ApplyScheduledTier { member, as_of })
+    }
+
+    async fn members_after(&self, after: Option<&MemberId>, limit: usize) -> Result<Vec<MemberId>> {
+        use std::ops::Bound;
+        let limit = limit.min(MAX_PAGE_ROWS);
+        let mut out = Vec::with_capacity(limit);
+        let mut from = after.cloned();
+        while out.len() < limit {
+            // Candidates first, under the id lock alone (a slot is created
+            // with `members` write-locked and then `ids`: never the reverse).
+            let candidates: Vec<MemberId> = {
+                let ids = self.ids.read().unwrap_or_else(PoisonError::into_inner);
+                let range = match &from {
+                    Some(a) => ids.range((Bound::Excluded(a.clone()), Bound::Unbounded)),
+                    None => ids.range::<MemberId, _>(..),
+                };
+                range.take(limit - out.len()).cloned().collect()
+            };
+            let Some(last) = candidates.last().cloned() else {
+                break;
+            };
+            // A slot left by a refused request holds nothing: not a member.
+            out.extend(candidates.into_iter().filter(|m| {
+                self.slot(m).is_some_and(|slot| {
+                    let slot = lock(&slot);
+                    slot.record.is_some() || slot.profile.is_some()
+                })
+            }));
+            from = Some(last);
+        }
+        Ok(out)
+    }
+
+    async fn tier_views(
+        &self,
+        members: &[MemberId],
+        counters: &[CounterKey],
+    ) -> Result<Vec<TierView>> {
+        if members.len() > MAX_PAGE_ROWS {
+            return Err(Error::Invalid(format!(
+                "a tier view request holds at most {MAX_PAGE_ROWS} members, not {}",
+                members.len()
+            )));
+        }
+        Ok(members
+            .iter()
+            .map(|m| self.tier_view_now(m, counters))
+            .collect())
     }
 
     async fn balance(&self, member: &MemberId) -> Result<MemberBalance> {

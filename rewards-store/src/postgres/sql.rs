@@ -40,6 +40,8 @@ pub(crate) struct Sql {
     pub view_member: String,
     pub view_counters: String,
     pub view_members: String,
+    pub members_first: String,
+    pub members_after: String,
     pub outbox_fetch: String,
     pub outbox_postings: String,
     pub outbox_ack: String,
@@ -282,6 +284,16 @@ impl Sql {
                 "SELECT member_key, member_id, version, posting_seq, available, pending, \
                         tier, tier_since, scheduled_tier, attributes \
                  FROM {s}.members WHERE member_id = ANY($1::text[])"
+            ),
+            // The member walk of the tier review: keyset pagination on the
+            // members' unique id (its index gives the order), so a cursor
+            // stays valid whatever happens to its row.
+            members_first: format!(
+                "SELECT member_id FROM {s}.members ORDER BY member_id LIMIT $1"
+            ),
+            members_after: format!(
+                "SELECT member_id FROM {s}.members WHERE member_id > $1 \
+                 ORDER BY member_id LIMIT $2"
             ),
             view_counters_many: format!(
                 "SELECT m.member_id, c.name, c.window_key, c.value \

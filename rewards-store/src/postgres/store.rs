@@ -10,7 +10,7 @@ use rewards_core::ledger::{
     PostingId, Receipt, RecentEntry, ReconcileReport, Redemption, SweepReport, TierReview,
 };
 use rewards_core::store::{
-    LedgerStore, OutboxEvent, OutboxPosting, MAX_BATCH_ITEMS, MAX_PAGE_ROWS,
+    LedgerStore, OutboxEvent, OutboxPosting, TierView, MAX_BATCH_ITEMS, MAX_PAGE_ROWS,
 };
 use rewards_core::{
     CounterKey, MemberId, MemberProfile, MemberView, Outcome, Points, Transaction, WindowKey,
@@ -22,7 +22,7 @@ use std::sync::Arc;
 use tokio_postgres::Row;
 
 use super::codec::{
-    attributes_from_json, attributes_to_json, entry_kind, from_text, member_id, points,
+    attributes_from_json, attributes_to_json, entry_kind, from_json, from_text, member_id, points,
     posting_kind, ruleset_stamp, to_i64, to_u64, tx_id,
 };
 use super::config::PgConfig;
@@ -122,6 +122,87 @@ impl PgStore {
     /// The pool of the primary (for tools and benchmarks).
     pub fn primary_pool(&self) -> &Pool {
         &self.primary
+    }
+
+    /// The views (with scheduled tier changes) of `requests`, in request
+    /// order, in one round trip.
+    async fn load_views(&self, requests: &[(MemberId, Vec<CounterKey>)]) -> Result<Vec<TierView>> {
+        if requests.is_empty() {
+            return Ok(Vec::new());
+        }
+        let client = self.writer().await?;
+        let (s_members, s_counters) = tokio::try_join!(
+            client.prepare_cached(&self.sql.view_members),
+            client.prepare_cached(&self.sql.view_counters_many),
+        )
+        .map_err(pg_err("prepare member views"))?;
+        let mut ids: Vec<&str> = requests.iter().map(|(m, _)| m.as_str()).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        let mut wanted: Vec<(&str, &str, String)> = requests
+            .iter()
+            .flat_map(|(m, keys)| {
+                keys.iter()
+                    .map(move |k| (m.as_str(), &*k.name, k.window.to_string()))
+            })
+            .collect();
+        wanted.sort_unstable();
+        wanted.dedup();
+        let c_members: Vec<&str> = wanted.iter().map(|w| w.0).collect();
+        let c_names: Vec<&str> = wanted.iter().map(|w| w.1).collect();
+        let c_windows: Vec<&str> = wanted.iter().map(|w| w.2.as_str()).collect();
+        let (rows, counter_rows) =
+            tokio::try_join!(async { client.query(&s_members, &[&ids]).await }, async {
+                if wanted.is_empty() {
+                    Ok(Vec::new())
+                } else {
+                    client
+                        .query(&s_counters, &[&c_members, &c_names, &c_windows])
+                        .await
+                }
+            },)
+            .map_err(pg_err("load member views"))?;
+        drop(client);
+        let e = pg_err("read member views");
+        let mut members: HashMap<String, (MemberRecord, MemberProfile)> =
+            HashMap::with_capacity(rows.len());
+        for row in &rows {
+            let id: String = row.try_get(1).map_err(&e)?;
+            let member = member_id(id.clone(), "member id")?;
+            members.insert(id, view_row(row, &member)?);
+        }
+        let mut values: HashMap<(String, CounterKey), Decimal> =
+            HashMap::with_capacity(counter_rows.len());
+        for r in &counter_rows {
+            let member: String = r.try_get(0).map_err(&e)?;
+            let name: String = r.try_get(1).map_err(&e)?;
+            let window: String = r.try_get(2).map_err(&e)?;
+            let value: Decimal = r.try_get(3).map_err(&e)?;
+            values.insert((member, counter_key(name, &window)?), value);
+        }
+        let mut views = Vec::with_capacity(requests.len());
+        for (member, keys) in requests {
+            let Some((record, profile)) = members.get(member.as_str()) else {
+                views.push(TierView {
+                    view: member_view(None, None, HashMap::new()),
+                    scheduled: None,
+                });
+                continue;
+            };
+            let mut own = HashMap::with_capacity(keys.len());
+            for k in keys {
+                if let Some(v) = values.get(&(member.as_str().to_owned(), k.clone())) {
+                    own.insert(k.clone(), *v);
+                }
+            }
+            let scheduled = record.scheduled_tier.clone();
+            let record = (record.version > 0).then_some(record);
+            views.push(TierView {
+                view: member_view(record, Some(profile), own),
+                scheduled,
+            });
+        }
+        Ok(views)
     }
 
     async fn writer(&self) -> Result<deadpool_postgres::Client, PgError> {
@@ -281,7 +362,11 @@ fn view_row(row: &tokio_postgres::Row, member: &MemberId) -> Result<(MemberRecor
         },
         tier: tier.map(Arc::from),
         tier_since: row.try_get(7).map_err(&e)?,
-        scheduled_tier: None,
+        scheduled_tier: row
+            .try_get::<_, Option<Value>>(8)
+            .map_err(&e)?
+            .map(|v| from_json(v, "scheduled tier"))
+            .transpose()?,
     };
     let attributes: Value = row.try_get(9).map_err(&e)?;
     let profile = MemberProfile {
@@ -341,75 +426,12 @@ impl LedgerStore for PgStore {
         &self,
         requests: &[(MemberId, Vec<CounterKey>)],
     ) -> Result<Vec<MemberView>> {
-        if requests.is_empty() {
-            return Ok(Vec::new());
-        }
-        let client = self.writer().await?;
-        let (s_members, s_counters) = tokio::try_join!(
-            client.prepare_cached(&self.sql.view_members),
-            client.prepare_cached(&self.sql.view_counters_many),
-        )
-        .map_err(pg_err("prepare member views"))?;
-        let mut ids: Vec<&str> = requests.iter().map(|(m, _)| m.as_str()).collect();
-        ids.sort_unstable();
-        ids.dedup();
-        let mut wanted: Vec<(&str, &str, String)> = requests
-            .iter()
-            .flat_map(|(m, keys)| {
-                keys.iter()
-                    .map(move |k| (m.as_str(), &*k.name, k.window.to_string()))
-            })
-            .collect();
-        wanted.sort_unstable();
-        wanted.dedup();
-        let c_members: Vec<&str> = wanted.iter().map(|w| w.0).collect();
-        let c_names: Vec<&str> = wanted.iter().map(|w| w.1).collect();
-        let c_windows: Vec<&str> = wanted.iter().map(|w| w.2.as_str()).collect();
-        let (rows, counter_rows) =
-            tokio::try_join!(async { client.query(&s_members, &[&ids]).await }, async {
-                if wanted.is_empty() {
-                    Ok(Vec::new())
-                } else {
-                    client
-                        .query(&s_counters, &[&c_members, &c_names, &c_windows])
-                        .await
-                }
-            },)
-            .map_err(pg_err("load member views"))?;
-        drop(client);
-        let e = pg_err("read member views");
-        let mut members: HashMap<String, (MemberRecord, MemberProfile)> =
-            HashMap::with_capacity(rows.len());
-        for row in &rows {
-            let id: String = row.try_get(1).map_err(&e)?;
-            let member = member_id(id.clone(), "member id")?;
-            members.insert(id, view_row(row, &member)?);
-        }
-        let mut values: HashMap<(String, CounterKey), Decimal> =
-            HashMap::with_capacity(counter_rows.len());
-        for r in &counter_rows {
-            let member: String = r.try_get(0).map_err(&e)?;
-            let name: String = r.try_get(1).map_err(&e)?;
-            let window: String = r.try_get(2).map_err(&e)?;
-            let value: Decimal = r.try_get(3).map_err(&e)?;
-            values.insert((member, counter_key(name, &window)?), value);
-        }
-        let mut views = Vec::with_capacity(requests.len());
-        for (member, keys) in requests {
-            let Some((record, profile)) = members.get(member.as_str()) else {
-                views.push(member_view(None, None, HashMap::new()));
-                continue;
-            };
-            let mut own = HashMap::with_capacity(keys.len());
-            for k in keys {
-                if let Some(v) = values.get(&(member.as_str().to_owned(), k.clone())) {
-                    own.insert(k.clone(), *v);
-                }
-            }
-            let record = (record.version > 0).then_some(record);
-            views.push(member_view(record, Some(profile), own));
-        }
-        Ok(views)
+        Ok(self
+            .load_views(requests)
+            .await?
+            .into_iter()
+            .map(|v| v.view)
+            .collect())
     }
 
     async fn outbox_fetch(&self, limit: usize) -> Result<Vec<OutboxEvent>> {
@@ -617,6 +639,54 @@ impl LedgerStore for PgStore {
             &mut members,
         )
         .await
+    }
+
+    async fn members_after(&self, after: Option<&MemberId>, limit: usize) -> Result<Vec<MemberId>> {
+        let limit = page(limit);
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        // From the primary: a walk that follows writes must not lag behind.
+        let client = self.writer().await?;
+        let rows = match after {
+            None => {
+                let stmt = client
+                    .prepare_cached(&self.sql.members_first)
+                    .await
+                    .map_err(pg_err("prepare members"))?;
+                client.query(&stmt, &[&limit]).await
+            }
+            Some(after) => {
+                let stmt = client
+                    .prepare_cached(&self.sql.members_after)
+                    .await
+                    .map_err(pg_err("prepare members"))?;
+                client.query(&stmt, &[&after.as_str(), &limit]).await
+            }
+        }
+        .map_err(pg_err("read members"))?;
+        let e = pg_err("read members");
+        rows.iter()
+            .map(|row| member_id(row.try_get(0).map_err(&e)?, "member id").map_err(Error::from))
+            .collect()
+    }
+
+    async fn tier_views(
+        &self,
+        members: &[MemberId],
+        counters: &[CounterKey],
+    ) -> Result<Vec<TierView>> {
+        if members.len() > MAX_PAGE_ROWS {
+            return Err(Error::Invalid(format!(
+                "a tier view request holds at most {MAX_PAGE_ROWS} members, not {}",
+                members.len()
+            )));
+        }
+        let requests: Vec<(MemberId, Vec<CounterKey>)> = members
+            .iter()
+            .map(|m| (m.clone(), counters.to_vec()))
+            .collect();
+        self.load_views(&requests).await
     }
 
     async fn balance(&self, member: &MemberId) -> Result<MemberBalance> {
