@@ -295,11 +295,15 @@ impl Sql {
                 "SELECT member_id FROM {s}.members WHERE member_id > $1 \
                  ORDER BY member_id LIMIT $2"
             ),
+            // Each member once (by the unique id, into a small hash
+            // table), then one primary-key probe per wanted counter: the
+            // member lookup per wanted key was the run's busiest statement.
             view_counters_many: format!(
-                "SELECT m.member_id, c.name, c.window_key, c.value \
+                "WITH m AS MATERIALIZED (SELECT member_key, member_id FROM {s}.members \
+                                         WHERE member_id = ANY($4::text[])) \
+                 SELECT m.member_id, c.name, c.window_key, c.value \
                  FROM unnest($1::text[], $2::text[], $3::text[]) AS u(member_id, name, window_key) \
-                 JOIN LATERAL (SELECT mm.member_key, mm.member_id FROM {s}.members mm \
-                               WHERE mm.member_id = u.member_id LIMIT 1) m ON true \
+                 JOIN m ON m.member_id = u.member_id \
                  JOIN LATERAL (SELECT c.name, c.window_key, c.value FROM {s}.counters c \
                                WHERE c.member_key = m.member_key AND c.name = u.name \
                                  AND c.window_key = u.window_key LIMIT 1) c ON true"

@@ -157,7 +157,7 @@ impl PgStore {
                     Ok(Vec::new())
                 } else {
                     client
-                        .query(&s_counters, &[&c_members, &c_names, &c_windows])
+                        .query(&s_counters, &[&c_members, &c_names, &c_windows, &ids])
                         .await
                 }
             },)
