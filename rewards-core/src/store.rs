@@ -56,6 +56,17 @@ pub const MAX_BATCH_ITEMS: usize = 1000;
 /// Most rows one history, audit or recent query returns.
 pub const MAX_PAGE_ROWS: usize = 1000;
 
+/// Refuses a [`LedgerStore::tier_views`] request of more than
+/// [`MAX_PAGE_ROWS`] members (`Invalid`), the same on every store.
+pub fn check_tier_view_request(members: usize) -> crate::error::Result<()> {
+    if members > MAX_PAGE_ROWS {
+        return Err(crate::error::Error::Invalid(format!(
+            "a tier view request holds at most {MAX_PAGE_ROWS} members, not {members}"
+        )));
+    }
+    Ok(())
+}
+
 /// The points ledger's storage: the source of truth.
 ///
 /// Every mutating call is atomic: either all of its effects (postings,

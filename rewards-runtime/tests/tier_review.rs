@@ -33,9 +33,9 @@ use rewards_dsl::{HostFunctions, Plan};
 use rewards_runtime::jobs::JobRunner;
 use rewards_runtime::metrics::JobKind;
 use rewards_runtime::{Metrics, ProgramRegistry};
-use rewards_store::postgres::{drop_schema, migrate_with_config, PgConfig, PgStore};
+use rewards_store::postgres::{migrate_with_config, PgConfig, PgStore};
 
-use common::member;
+use common::{member, DropSchema};
 
 fn rules(version: u32, gold_at: u32) -> Arc<dyn Evaluator> {
     let source = format!(
@@ -220,26 +220,6 @@ async fn review_run(store: Arc<dyn LedgerStore>) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_tier_review_decides_every_members_tier_in_memory() {
     review_run(Arc::new(MemoryStore::new(LedgerConfig::default()))).await;
-}
-
-/// Drops the schema when dropped (also when the test fails).
-struct DropSchema(PgConfig);
-
-impl Drop for DropSchema {
-    fn drop(&mut self) {
-        let config = self.0.clone();
-        let done = std::thread::spawn(move || {
-            tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("runtime")
-                .block_on(drop_schema(&config))
-        })
-        .join();
-        if !matches!(done, Ok(Ok(()))) {
-            eprintln!("could not drop schema {}: {done:?}", self.0.schema);
-        }
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -709,12 +709,7 @@ impl LedgerStore for MemoryStore {
         members: &[MemberId],
         counters: &[CounterKey],
     ) -> Result<Vec<TierView>> {
-        if members.len() > MAX_PAGE_ROWS {
-            return Err(Error::Invalid(format!(
-                "a tier view request holds at most {MAX_PAGE_ROWS} members, not {}",
-                members.len()
-            )));
-        }
+        crate::store::check_tier_view_request(members.len())?;
         Ok(members
             .iter()
             .map(|m| self.tier_view_now(m, counters))

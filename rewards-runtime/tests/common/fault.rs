@@ -17,10 +17,11 @@ use rewards_core::memory::MemoryStore;
 use rewards_core::store::{BalanceCache, LedgerStore};
 use rewards_core::{Evaluator, MemberId, Transaction};
 use rewards_store::cached::{CachedStore, CachedStoreConfig};
-use rewards_store::postgres::{drop_schema, migrate_with_config, PgConfig, PgStore};
+use rewards_store::postgres::{migrate_with_config, PgConfig, PgStore};
 use rewards_store::redis::{RedisCache, RedisCacheConfig};
 
 use super::kafka::root;
+use super::DropSchema;
 
 /// The ruleset the worker and the reference use.
 pub const RULES: &str = "examples/rules/cashback.rwd";
@@ -298,28 +299,6 @@ impl Rig {
     /// Drops the schema (call at the end; see [`DropSchema`] for failures).
     pub fn drop_guard(&self) -> DropSchema {
         DropSchema(self.pg.clone())
-    }
-}
-
-/// Drops the schema when dropped (also when the test fails).
-pub struct DropSchema(pub PgConfig);
-
-impl Drop for DropSchema {
-    fn drop(&mut self) {
-        let config = self.0.clone();
-        let done = std::thread::spawn(move || {
-            tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("runtime")
-                .block_on(async {
-                    tokio::time::timeout(Duration::from_secs(30), drop_schema(&config)).await
-                })
-        })
-        .join();
-        if !matches!(done, Ok(Ok(Ok(())))) {
-            eprintln!("could not drop schema {}: {done:?}", self.0.schema);
-        }
     }
 }
 

@@ -354,3 +354,29 @@ pub async fn available(store: &dyn LedgerStore, member: &str) -> i64 {
 pub fn member(id: &str) -> MemberId {
     MemberId::new(id).expect("member id")
 }
+
+/// Drops the schema when dropped (also when the test fails).
+pub struct DropSchema(pub rewards_store::postgres::PgConfig);
+
+impl Drop for DropSchema {
+    fn drop(&mut self) {
+        let config = self.0.clone();
+        let done = std::thread::spawn(move || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime")
+                .block_on(async {
+                    tokio::time::timeout(
+                        std::time::Duration::from_secs(30),
+                        rewards_store::postgres::drop_schema(&config),
+                    )
+                    .await
+                })
+        })
+        .join();
+        if !matches!(done, Ok(Ok(Ok(())))) {
+            eprintln!("could not drop schema {}: {done:?}", self.0.schema);
+        }
+    }
+}

@@ -676,12 +676,7 @@ impl LedgerStore for PgStore {
         members: &[MemberId],
         counters: &[CounterKey],
     ) -> Result<Vec<TierView>> {
-        if members.len() > MAX_PAGE_ROWS {
-            return Err(Error::Invalid(format!(
-                "a tier view request holds at most {MAX_PAGE_ROWS} members, not {}",
-                members.len()
-            )));
-        }
+        rewards_core::store::check_tier_view_request(members.len())?;
         let requests: Vec<(MemberId, Vec<CounterKey>)> = members
             .iter()
             .map(|m| (m.clone(), counters.to_vec()))
