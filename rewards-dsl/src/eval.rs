@@ -31,6 +31,7 @@ use crate::check::{Builtin, ItemField};
 use crate::compile::resolve_local;
 use crate::plan::*;
 use crate::value::{Length, Val, Value};
+use crate::zone::ZoneTable;
 
 // ---- pure operations (shared with constant folding)
 
@@ -236,18 +237,23 @@ fn add_months(d: NaiveDate, months: i64) -> Option<NaiveDate> {
 /// Adds a length to an instant: months and days on the local calendar of
 /// the zone (a day across a DST change is 23 or 25 hours), seconds exactly.
 pub(crate) fn add_length(t: DateTime<Utc>, l: Length, tz: Tz) -> Option<DateTime<Utc>> {
-    add_length_at(t, None, l, tz)
+    add_length_at(t, None, l, tz, None)
 }
 
-/// [`add_length`] with `t`'s local time when already known.
+/// [`add_length`] with `t`'s local time when already known, and the
+/// zone's table of offsets when there is one (the same instants).
 fn add_length_at(
     t: DateTime<Utc>,
     local: Option<NaiveDateTime>,
     l: Length,
     tz: Tz,
+    zone: Option<&ZoneTable>,
 ) -> Option<DateTime<Utc>> {
     let t = if l.months != 0 || l.days != 0 {
-        let local = local.unwrap_or_else(|| t.with_timezone(&tz).naive_local());
+        let local = match local.or_else(|| zone.and_then(|z| z.local(t))) {
+            Some(local) => local,
+            None => t.with_timezone(&tz).naive_local(),
+        };
         let mut date = local.date();
         if l.months != 0 {
             date = add_months(date, l.months)?;
@@ -255,7 +261,7 @@ fn add_length_at(
         if l.days != 0 {
             date = date.checked_add_signed(TimeDelta::try_days(l.days)?)?;
         }
-        resolve_local(date.and_time(local.time()), tz)
+        resolve_in(date.and_time(local.time()), tz, zone)
     } else {
         t
     };
@@ -263,6 +269,15 @@ fn add_length_at(
         return Some(t);
     }
     t.checked_add_signed(TimeDelta::try_seconds(l.seconds)?)
+}
+
+/// [`resolve_local`], from the zone's table when it answers.
+#[inline]
+fn resolve_in(local: NaiveDateTime, tz: Tz, zone: Option<&ZoneTable>) -> DateTime<Utc> {
+    match zone.and_then(|z| z.resolve(local)) {
+        Some(t) => t,
+        None => resolve_local(local, tz),
+    }
 }
 
 /// A built-in function.
@@ -1011,7 +1026,10 @@ impl Plan {
         explain: bool,
         s: &mut Scratch,
     ) -> Result<(), EvalError> {
-        let local = tx.time.with_timezone(&self.tz).naive_local();
+        let local = match self.zone().and_then(|z| z.local(tx.time)) {
+            Some(local) => local,
+            None => tx.time.with_timezone(&self.tz).naive_local(),
+        };
         let date = local.date();
         let tier = self.tier_rank(view.tier.as_ref());
         let mut aggs = std::mem::take(&mut s.aggs);
@@ -1392,16 +1410,18 @@ impl Plan {
             }
         }
         // 10: lot terms.
+        let zone = self.zone();
         out.lot.available_at = self
             .pending
-            .and_then(|p| add_length_at(tx.time, Some(local), p, self.tz));
+            .and_then(|p| add_length_at(tx.time, Some(local), p, self.tz, zone));
         out.lot.expires_at = match self.expiry {
             ExpiryPlan::Never => None,
-            ExpiryPlan::After(l) => add_length_at(tx.time, Some(local), l, self.tz),
+            ExpiryPlan::After(l) => add_length_at(tx.time, Some(local), l, self.tz, zone),
             ExpiryPlan::AtEndOf(period, plus) => {
                 let first = period_end(date, period);
                 first.and_then(|d| {
-                    add_length(crate::compile::start_of_day(d, self.tz), plus, self.tz)
+                    let start = resolve_in(d.and_time(chrono::NaiveTime::MIN), self.tz, zone);
+                    add_length_at(start, None, plus, self.tz, zone)
                 })
             }
         };
