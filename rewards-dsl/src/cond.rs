@@ -541,6 +541,7 @@ campaign c1 from 2026-12-01 to 2026-12-31 audience member.tier >= silver {
                 local,
                 cache: None,
                 amount_units: None,
+                keys: crate::eval::DateKeys::of(local.date()),
             };
             for root in &roots {
                 let fast = plan.holds(*root, &cx);
