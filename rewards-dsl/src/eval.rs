@@ -226,6 +226,15 @@ fn add_to_date(d: NaiveDate, l: Length) -> Option<NaiveDate> {
 }
 
 fn add_months(d: NaiveDate, months: i64) -> Option<NaiveDate> {
+    // A day of the month that every month has (1 to 28): chrono's
+    // `checked_add_months`/`checked_sub_months` keep it as it is in the
+    // month `months` away (they clamp only days 29 to 31); the same date.
+    if d.day() <= 28 && months.unsigned_abs() <= 12 * 100_000 {
+        let index = i64::from(d.year()) * 12 + i64::from(d.month0()) + months;
+        let year = i32::try_from(index.div_euclid(12)).ok()?;
+        let month = u32::try_from(index.rem_euclid(12)).ok()? + 1;
+        return NaiveDate::from_ymd_opt(year, month, d.day());
+    }
     let m = chrono::Months::new(u32::try_from(months.unsigned_abs()).ok()?);
     if months >= 0 {
         d.checked_add_months(m)
@@ -465,20 +474,15 @@ pub(crate) struct DateKeys {
 
 impl DateKeys {
     pub(crate) fn of(date: NaiveDate) -> DateKeys {
-        let field = |w: Window| match w.key_for(date) {
-            WindowKey::Day(x)
-            | WindowKey::Week(x)
-            | WindowKey::Month(x)
-            | WindowKey::Quarter(x)
-            | WindowKey::Year(x) => x,
-            WindowKey::Lifetime => 0,
-        };
+        // Days since 1970-01-01: 1970-01-01 is day 719,163 from 0001-01-01
+        // (Window::key_for subtracts the two dates; the same count).
+        let (year, month0) = (date.year(), date.month0() as i32);
         DateKeys {
-            day: field(Window::Day),
+            day: date.num_days_from_ce() - 719_163,
             weekday: date.weekday().num_days_from_monday(),
-            month: field(Window::Month),
-            quarter: field(Window::Quarter),
-            year: field(Window::Year),
+            month: year * 12 + month0,
+            quarter: year * 4 + month0 / 3,
+            year,
         }
     }
 
@@ -2113,6 +2117,37 @@ rule r_both { earn floor(tx.amount) points  cap 25 points per transaction  cap 6
                 (Err(a), Err(b)) => assert_eq!(a.to_string(), b.to_string()),
                 (a, b) => panic!("{a:?} / {b:?}"),
             }
+        }
+    }
+
+    #[test]
+    fn months_are_added_as_chrono_adds_them() {
+        let chrono_add = |d: NaiveDate, months: i64| -> Option<NaiveDate> {
+            let m = chrono::Months::new(u32::try_from(months.unsigned_abs()).ok()?);
+            if months >= 0 {
+                d.checked_add_months(m)
+            } else {
+                d.checked_sub_months(m)
+            }
+        };
+        let mut date = NaiveDate::from_ymd_opt(1890, 1, 1).unwrap_or_default();
+        let months = [
+            0i64, 1, -1, 2, 11, 12, -12, 13, 24, -25, 120, 1199, -3000, 1_200_000,
+        ];
+        while date.year() < 2110 {
+            for m in months {
+                assert_eq!(add_months(date, m), chrono_add(date, m), "{date} {m}");
+            }
+            date += TimeDelta::days(5);
+        }
+        for (d, m) in [
+            (NaiveDate::MAX, 1i64),
+            (NaiveDate::MIN, -1),
+            (NaiveDate::MAX, -1),
+            (NaiveDate::MIN, 1),
+            (NaiveDate::MIN, 1_200_001),
+        ] {
+            assert_eq!(add_months(d, m), chrono_add(d, m), "{d} {m}");
         }
     }
 
