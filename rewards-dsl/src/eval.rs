@@ -1166,7 +1166,8 @@ impl Plan {
             };
             let v = match fast {
                 Some(d) => Val::Money(d),
-                None => self.eval(amount, &cx).map_err(|e| e.within(&r.id))?,
+                // A constant read in place (`earn 5 points`).
+                None => self.operand(amount, &cx).map_err(|e| e.within(&r.id))?,
             };
             let Some(exact) = to_points(&v) else {
                 if explain {
@@ -1182,7 +1183,11 @@ impl Plan {
             };
             let exact = at_least_zero(exact);
             let rounded = round_award(exact, r.rounding).map_err(|e| e.within(&r.id))?;
-            let (points, caps) = self.apply_caps(r, rounded, &cx, explain)?;
+            let (points, caps) = if explain {
+                self.apply_caps_with(r, rounded, &cx, explain)?
+            } else {
+                (self.capped(r, rounded, &cx)?, String::new())
+            };
             if explain {
                 note(
                     out,
@@ -1286,7 +1291,7 @@ impl Plan {
             if !self.matches(r, &cx, out, explain)? {
                 continue;
             }
-            let f = self.eval(*factor, &cx).map_err(|e| e.within(&r.id))?;
+            let f = self.operand(*factor, &cx).map_err(|e| e.within(&r.id))?;
             let Some(f) = to_points(&f) else {
                 if explain {
                     let why = crate::explain::why_unknown(self, *factor, &cx);
@@ -1325,7 +1330,11 @@ impl Plan {
                 .ok_or_else(|| EvalError::Overflow(r.id.to_string()))?;
             let extra = at_least_zero(extra);
             let rounded = round_award(extra, r.rounding).map_err(|e| e.within(&r.id))?;
-            let (points, caps) = self.apply_caps(r, rounded, &cx, explain)?;
+            let (points, caps) = if explain {
+                self.apply_caps_with(r, rounded, &cx, explain)?
+            } else {
+                (self.capped(r, rounded, &cx)?, String::new())
+            };
             if explain {
                 let parts = if parts.is_empty() {
                     "nothing".to_string()
@@ -1589,20 +1598,13 @@ impl Plan {
         Ok(true)
     }
 
-    /// The points left of `rounded` by the rule's caps, and with explain
-    /// on, the caps' text.
-    #[inline]
-    fn apply_caps(
-        &self,
-        r: &RulePlan,
-        rounded: i64,
-        cx: &Cx<'_>,
-        explain: bool,
-    ) -> Result<(i64, String), EvalError> {
-        if explain {
-            return self.apply_caps_with(r, rounded, cx, explain);
+    /// The points left of `rounded` by the rule's caps: the hot path
+    /// (explain off), as [`Plan::apply_caps_with`] computes them.
+    #[inline(always)]
+    fn capped(&self, r: &RulePlan, rounded: i64, cx: &Cx<'_>) -> Result<i64, EvalError> {
+        if r.caps.is_empty() {
+            return Ok(rounded);
         }
-        // The hot path: as below with explain off, no text.
         let mut points = rounded;
         for cap in &r.caps {
             let room = match cap.window {
@@ -1635,9 +1637,11 @@ impl Plan {
                 points = room;
             }
         }
-        Ok((points, String::new()))
+        Ok(points)
     }
 
+    /// The points left of `rounded` by the rule's caps, and with explain
+    /// on, the caps' text.
     #[inline(never)]
     fn apply_caps_with(
         &self,
