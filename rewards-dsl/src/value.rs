@@ -391,6 +391,17 @@ pub fn default_of(t: TypeName) -> Value {
     }
 }
 
+/// 10^0 to 10^28 (a decimal's scales).
+const POW10: [i128; 29] = {
+    let mut p = [1i128; 29];
+    let mut i = 1;
+    while i < 29 {
+        p[i] = p[i - 1] * 10;
+        i += 1;
+    }
+    p
+};
+
 /// `a.cmp(b)` (numeric order; a zero of any sign or scale equals zero),
 /// from the mantissas in 128 bits when one rescaled to the other's scale
 /// fits: `m1 / 10^s1` against `m2 / 10^s2` is `m1 * 10^(s2 - s1)` against
@@ -399,16 +410,15 @@ pub fn default_of(t: TypeName) -> Value {
 pub(crate) fn dec_cmp(a: &Decimal, b: &Decimal) -> Ordering {
     let (sa, sb) = (a.scale(), b.scale());
     let (ma, mb) = (a.mantissa(), b.mantissa());
+    let pow = |n: u32| POW10.get(n as usize).copied();
     let scaled = if sa == sb {
         Some((ma, mb))
     } else if sa < sb {
-        10i128
-            .checked_pow(sb - sa)
+        pow(sb - sa)
             .and_then(|p| ma.checked_mul(p))
             .map(|x| (x, mb))
     } else {
-        10i128
-            .checked_pow(sa - sb)
+        pow(sa - sb)
             .and_then(|p| mb.checked_mul(p))
             .map(|y| (ma, y))
     };
