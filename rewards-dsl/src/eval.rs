@@ -2106,7 +2106,7 @@ rule r_both { earn floor(tx.amount) points  cap 25 points per transaction  cap 6
             plan.counter_keys(&tx, &mut keys);
             let mut view = MemberView::default();
             for key in keys {
-                if next() % 5 != 0 {
+                if !next().is_multiple_of(5) {
                     let u = used[(next() % used.len() as u64) as usize];
                     view.counters.insert(key, u);
                 }

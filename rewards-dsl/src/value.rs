@@ -486,7 +486,7 @@ mod tests {
             let m = (x >> 4) as i64 % 10_000_000 - 5_000_000;
             xs.push(Decimal::new(m, ((x >> 40) % 8) as u32));
             xs.push(Decimal::from_i128_with_scale(
-                i128::from(x >> 1) * i128::from(x >> 34) * if x % 3 == 0 { -1 } else { 1 },
+                i128::from(x >> 1) * i128::from(x >> 34) * if x.is_multiple_of(3) { -1 } else { 1 },
                 ((x >> 50) % 29) as u32,
             ));
         }
