@@ -159,6 +159,7 @@ pub fn compile_with(
         },
         currency: syms.currency,
         tz: syms.timezone,
+        zone: std::sync::OnceLock::new(),
         week_start: syms.week_start,
         pending: syms.pending.as_ref().map(Length::of),
         expiry,

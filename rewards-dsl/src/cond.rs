@@ -23,6 +23,10 @@ use crate::eval::Cx;
 use crate::plan::{ConstSet, EvalError, Node, NodeId, Plan, Rel, TxRead};
 use crate::value::Val;
 
+/// MCCs below this are looked up in a bit set ([`Cond::Mcc`]); the four
+/// digits of ISO 18245.
+pub(crate) const MCC_BITS: usize = 10_000;
+
 /// Index of a [`Cond`] in [`Plan::conds`].
 pub(crate) type CondId = u32;
 
@@ -62,8 +66,13 @@ pub(crate) enum Cond {
     Hour(Rel, i64),
     /// `weekday(tx.time) [not] in [...]`: bit `n` = `n` days from Monday.
     Weekdays { mask: u8, negate: bool },
-    /// `tx.mcc [not] in SET` with an integer set.
-    Mcc { set: u32, negate: bool },
+    /// `tx.mcc [not] in SET` with an integer set; `bits`: the set's
+    /// members below [`MCC_BITS`], one bit each.
+    Mcc {
+        set: u32,
+        negate: bool,
+        bits: Box<[u64]>,
+    },
     /// `member.tier REL tier`.
     Tier(Rel, u16),
     /// `AGGREGATE REL constant` (`flipped`: the constant is on the left).
@@ -196,7 +205,22 @@ impl Plan {
     fn leaf_in(&self, value: NodeId, set: u32, negate: bool) -> Option<Cond> {
         let s = self.sets.get(set as usize)?;
         match (self.nodes.get(value as usize)?, s) {
-            (Node::Tx(TxRead::Mcc), ConstSet::Ints(_)) => Some(Cond::Mcc { set, negate }),
+            (Node::Tx(TxRead::Mcc), ConstSet::Ints(ranges)) => {
+                let mut bits = vec![0u64; MCC_BITS.div_ceil(64)];
+                for &(lo, hi) in ranges {
+                    let (lo, hi) = (lo.max(0), hi.min(MCC_BITS as i64 - 1));
+                    for m in lo..=hi {
+                        if let Some(w) = bits.get_mut(m as usize / 64) {
+                            *w |= 1 << (m % 64);
+                        }
+                    }
+                }
+                Some(Cond::Mcc {
+                    set,
+                    negate,
+                    bits: bits.into(),
+                })
+            }
             (Node::Builtin(..), ConstSet::Other(elems))
                 if self.on_tx_time(value, Builtin::Weekday) =>
             {
@@ -237,10 +261,22 @@ impl Plan {
         })
     }
 
+    /// Decides a condition: its leaves on the field, inlined; the rest
+    /// in [`Plan::decide_inner`].
+    #[inline(always)]
     fn decide(&self, id: CondId, cx: &Cx<'_>) -> Result<Option<bool>, EvalError> {
         let Some(c) = self.conds.get(id as usize) else {
             return Ok(None);
         };
+        match leaf(c, cx) {
+            Some(r) => Ok(r),
+            None => self.decide_inner(c, cx),
+        }
+    }
+
+    /// `not`, `and`, `or`, aggregates, nodes.
+    #[inline(never)]
+    fn decide_inner(&self, c: &Cond, cx: &Cx<'_>) -> Result<Option<bool>, EvalError> {
         let tx = cx.tx;
         Ok(match c {
             Cond::Node(n) => return self.eval_bool(*n, cx),
@@ -294,7 +330,7 @@ impl Plan {
             Cond::Weekdays { mask, negate } => {
                 Some((mask & day_bit(cx.local.weekday()) != 0) != *negate)
             }
-            Cond::Mcc { set, negate } => match (tx.mcc, self.sets.get(*set as usize)) {
+            Cond::Mcc { set, negate, .. } => match (tx.mcc, self.sets.get(*set as usize)) {
                 (None, _) => None,
                 (Some(m), Some(s)) => s.contains(&Val::Int(i64::from(m))).map(|f| f != *negate),
                 (Some(_), None) => None,
@@ -319,6 +355,32 @@ impl Plan {
             }
         })
     }
+}
+
+/// A leaf decided on the field, as [`Plan::decide_inner`] decides it;
+/// `None` for the other conditions.
+#[inline(always)]
+fn leaf(c: &Cond, cx: &Cx<'_>) -> Option<Option<bool>> {
+    let tx = cx.tx;
+    Some(match c {
+        Cond::Amount(rel, d) => Some(rel_holds(*rel, crate::value::dec_cmp(&tx.amount.amount, d))),
+        Cond::Kind(k, negate) => Some((tx.kind == *k) != *negate),
+        Cond::Presence(p, negate) => tx.presence.map(|x| (x == *p) != *negate),
+        Cond::Tier(rel, t) => cx.tier.map(|x| rel_holds(*rel, x.cmp(t))),
+        Cond::Hour(rel, k) => Some(rel_holds(*rel, i64::from(cx.local.hour()).cmp(k))),
+        Cond::Weekdays { mask, negate } => {
+            Some((mask & day_bit(cx.local.weekday()) != 0) != *negate)
+        }
+        Cond::Mcc { bits, negate, .. } => {
+            let m = usize::from(tx.mcc?);
+            if m >= MCC_BITS {
+                return None;
+            }
+            let w = bits.get(m / 64)?;
+            Some((w & (1 << (m % 64)) != 0) != *negate)
+        }
+        _ => return None,
+    })
 }
 
 #[cfg(test)]
@@ -541,6 +603,7 @@ campaign c1 from 2026-12-01 to 2026-12-31 audience member.tier >= silver {
                 local,
                 cache: None,
                 amount_units: None,
+                keys: crate::eval::DateKeys::of(local.date()),
             };
             for root in &roots {
                 let fast = plan.holds(*root, &cx);

@@ -17,7 +17,7 @@ use rewards_core::limits::MAX_LINE_ITEMS;
 use rewards_core::{
     AttrValue, BudgetClaim, Component, CounterDelta, CounterKey, EvalFailure, Evaluator,
     ExplainLine, ExplainTrace, LineItem, MemberView, Outcome, Points, TierChange, Transaction,
-    TxKind, Window,
+    TxKind, Window, WindowKey,
 };
 use rust_decimal::prelude::ToPrimitive;
 use rust_decimal::{Decimal, RoundingStrategy};
@@ -31,6 +31,7 @@ use crate::check::{Builtin, ItemField};
 use crate::compile::resolve_local;
 use crate::plan::*;
 use crate::value::{Length, Val, Value};
+use crate::zone::ZoneTable;
 
 // ---- pure operations (shared with constant folding)
 
@@ -225,6 +226,15 @@ fn add_to_date(d: NaiveDate, l: Length) -> Option<NaiveDate> {
 }
 
 fn add_months(d: NaiveDate, months: i64) -> Option<NaiveDate> {
+    // A day of the month that every month has (1 to 28): chrono's
+    // `checked_add_months`/`checked_sub_months` keep it as it is in the
+    // month `months` away (they clamp only days 29 to 31); the same date.
+    if d.day() <= 28 && months.unsigned_abs() <= 12 * 100_000 {
+        let index = i64::from(d.year()) * 12 + i64::from(d.month0()) + months;
+        let year = i32::try_from(index.div_euclid(12)).ok()?;
+        let month = u32::try_from(index.rem_euclid(12)).ok()? + 1;
+        return NaiveDate::from_ymd_opt(year, month, d.day());
+    }
     let m = chrono::Months::new(u32::try_from(months.unsigned_abs()).ok()?);
     if months >= 0 {
         d.checked_add_months(m)
@@ -236,18 +246,23 @@ fn add_months(d: NaiveDate, months: i64) -> Option<NaiveDate> {
 /// Adds a length to an instant: months and days on the local calendar of
 /// the zone (a day across a DST change is 23 or 25 hours), seconds exactly.
 pub(crate) fn add_length(t: DateTime<Utc>, l: Length, tz: Tz) -> Option<DateTime<Utc>> {
-    add_length_at(t, None, l, tz)
+    add_length_at(t, None, l, tz, None)
 }
 
-/// [`add_length`] with `t`'s local time when already known.
+/// [`add_length`] with `t`'s local time when already known, and the
+/// zone's table of offsets when there is one (the same instants).
 fn add_length_at(
     t: DateTime<Utc>,
     local: Option<NaiveDateTime>,
     l: Length,
     tz: Tz,
+    zone: Option<&ZoneTable>,
 ) -> Option<DateTime<Utc>> {
     let t = if l.months != 0 || l.days != 0 {
-        let local = local.unwrap_or_else(|| t.with_timezone(&tz).naive_local());
+        let local = match local.or_else(|| zone.and_then(|z| z.local(t))) {
+            Some(local) => local,
+            None => t.with_timezone(&tz).naive_local(),
+        };
         let mut date = local.date();
         if l.months != 0 {
             date = add_months(date, l.months)?;
@@ -255,7 +270,7 @@ fn add_length_at(
         if l.days != 0 {
             date = date.checked_add_signed(TimeDelta::try_days(l.days)?)?;
         }
-        resolve_local(date.and_time(local.time()), tz)
+        resolve_in(date.and_time(local.time()), tz, zone)
     } else {
         t
     };
@@ -263,6 +278,15 @@ fn add_length_at(
         return Some(t);
     }
     t.checked_add_signed(TimeDelta::try_seconds(l.seconds)?)
+}
+
+/// [`resolve_local`], from the zone's table when it answers.
+#[inline]
+fn resolve_in(local: NaiveDateTime, tz: Tz, zone: Option<&ZoneTable>) -> DateTime<Utc> {
+    match zone.and_then(|z| z.resolve(local)) {
+        Some(t) => t,
+        None => resolve_local(local, tz),
+    }
 }
 
 /// A built-in function.
@@ -432,6 +456,51 @@ pub(crate) struct Cx<'a> {
     /// The transaction's amount in integers, when [`AmountUnits::of`]
     /// gives it.
     pub amount_units: Option<AmountUnits>,
+    /// The window instances of `date`.
+    pub keys: DateKeys,
+}
+
+/// The window instances containing one date, computed once per
+/// transaction: [`DateKeys::key`] is [`Window::key_for`] for every window.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct DateKeys {
+    day: i32,
+    /// Days from Monday.
+    weekday: u32,
+    month: i32,
+    quarter: i32,
+    year: i32,
+}
+
+impl DateKeys {
+    pub(crate) fn of(date: NaiveDate) -> DateKeys {
+        // Days since 1970-01-01: 1970-01-01 is day 719,163 from 0001-01-01
+        // (Window::key_for subtracts the two dates; the same count).
+        let (year, month0) = (date.year(), date.month0() as i32);
+        DateKeys {
+            day: date.num_days_from_ce() - 719_163,
+            weekday: date.weekday().num_days_from_monday(),
+            month: year * 12 + month0,
+            quarter: year * 4 + month0 / 3,
+            year,
+        }
+    }
+
+    /// `window.key_for(date)`, the same formulas.
+    #[inline]
+    pub(crate) fn key(&self, window: Window) -> WindowKey {
+        match window {
+            Window::Day | Window::Rolling(_) => WindowKey::Day(self.day),
+            Window::Week(start) => {
+                let back = (7 + self.weekday - start.num_days_from_monday()) % 7;
+                WindowKey::Week(self.day - back as i32)
+            }
+            Window::Month => WindowKey::Month(self.month),
+            Window::Quarter => WindowKey::Quarter(self.quarter),
+            Window::Year => WindowKey::Year(self.year),
+            Window::Lifetime => WindowKey::Lifetime,
+        }
+    }
 }
 
 /// Views of at most this many counters are searched by scanning.
@@ -443,24 +512,38 @@ const SCAN_COUNTERS: usize = 32;
 /// the window instance, then the name — instead of hashing the key with
 /// the map's SipHash (the stores' views hold only the counters the plan
 /// asked for, a handful per transaction).
+#[cfg(test)]
 pub(crate) fn counter_sum(
     view: &MemberView,
     name: &str,
     window: Window,
     date: NaiveDate,
 ) -> Option<Decimal> {
+    counter_sum_at(view, &Arc::from(name), window, date, &DateKeys::of(date))
+}
+
+/// [`counter_sum`] with the date's window instances known; a counter
+/// name that is the plan's own `Arc` (the stores' views are keyed by the
+/// plan's names) is recognised by its pointer before its text.
+pub(crate) fn counter_sum_at(
+    view: &MemberView,
+    name: &Arc<str>,
+    window: Window,
+    date: NaiveDate,
+    keys: &DateKeys,
+) -> Option<Decimal> {
     if let Window::Rolling(days) = window {
-        return rolling_sum(view, name, days, date)
+        return rolling_sum(view, name, days, keys.day)
             .or_else(|| view.counter_sum(name, window, date));
     }
     if view.counters.len() > SCAN_COUNTERS {
         return view.counter_sum(name, window, date);
     }
-    let key = window.key_for(date);
+    let key = keys.key(window);
     let value = view
         .counters
         .iter()
-        .find(|(k, _)| k.window == key && &*k.name == name)
+        .find(|(k, _)| k.window == key && (Arc::ptr_eq(&k.name, name) || *k.name == **name))
         .map_or(Decimal::ZERO, |(_, v)| *v);
     // As `counter_sum` folds: zero plus the value.
     Decimal::ZERO.checked_add(value)
@@ -472,13 +555,10 @@ pub(crate) fn counter_sum(
 /// fits: the same decimal as [`MemberView::counter_sum`] (which sorts the
 /// buckets newest first and adds them as decimals — the order does not
 /// matter for whole numbers). `None`: ask the view.
-fn rolling_sum(view: &MemberView, name: &str, days: u16, date: NaiveDate) -> Option<Decimal> {
+fn rolling_sum(view: &MemberView, name: &str, days: u16, newest: i32) -> Option<Decimal> {
     if days <= 1 || view.counters.len() > 64 {
         return None;
     }
-    let rewards_core::WindowKey::Day(newest) = Window::Day.key_for(date) else {
-        return None;
-    };
     let oldest = newest - (i32::from(days) - 1);
     let mut sum: i64 = 0;
     for (k, v) in &view.counters {
@@ -533,7 +613,7 @@ impl Plan {
         let name = name?;
         self.tier_names
             .iter()
-            .position(|t| **t == **name)
+            .position(|t| Arc::ptr_eq(t, name) || **t == **name)
             .and_then(|i| u16::try_from(i).ok())
     }
 
@@ -551,8 +631,8 @@ impl Plan {
         let mut sum = match cached.and_then(Cell::get) {
             Some(before) => before,
             None => {
-                let sum =
-                    counter_sum(cx.view, &a.counter, a.window, cx.date).ok_or_else(overflow)?;
+                let sum = counter_sum_at(cx.view, &a.counter, a.window, cx.date, &cx.keys)
+                    .ok_or_else(overflow)?;
                 if let Some(c) = cached {
                     c.set(Some(sum));
                 }
@@ -966,7 +1046,12 @@ impl Plan {
         out.tx_id = tx.id.clone();
         out.member = tx.member.clone();
         out.kind = tx.kind;
-        if out.ruleset != self.stamp {
+        // The plan's own stamp (the usual case) is recognised by its
+        // pointers before its text.
+        let same = Arc::ptr_eq(&out.ruleset.id, &self.stamp.id)
+            && Arc::ptr_eq(&out.ruleset.hash, &self.stamp.hash)
+            && out.ruleset.version == self.stamp.version;
+        if !same && out.ruleset != self.stamp {
             out.ruleset = self.stamp.clone();
         }
         if explain {
@@ -1011,7 +1096,10 @@ impl Plan {
         explain: bool,
         s: &mut Scratch,
     ) -> Result<(), EvalError> {
-        let local = tx.time.with_timezone(&self.tz).naive_local();
+        let local = match self.zone().and_then(|z| z.local(tx.time)) {
+            Some(local) => local,
+            None => tx.time.with_timezone(&self.tz).naive_local(),
+        };
         let date = local.date();
         let tier = self.tier_rank(view.tier.as_ref());
         let mut aggs = std::mem::take(&mut s.aggs);
@@ -1045,6 +1133,7 @@ impl Plan {
             local,
             cache: Some(aggs),
             amount_units: AmountUnits::of(tx.amount.amount),
+            keys: DateKeys::of(date),
         };
         let bit = tier_bit(tier);
         s.cands.clear();
@@ -1077,7 +1166,8 @@ impl Plan {
             };
             let v = match fast {
                 Some(d) => Val::Money(d),
-                None => self.eval(amount, &cx).map_err(|e| e.within(&r.id))?,
+                // A constant read in place (`earn 5 points`).
+                None => self.operand(amount, &cx).map_err(|e| e.within(&r.id))?,
             };
             let Some(exact) = to_points(&v) else {
                 if explain {
@@ -1093,7 +1183,11 @@ impl Plan {
             };
             let exact = at_least_zero(exact);
             let rounded = round_award(exact, r.rounding).map_err(|e| e.within(&r.id))?;
-            let (points, caps) = self.apply_caps(r, rounded, &cx, explain)?;
+            let (points, caps) = if explain {
+                self.apply_caps_with(r, rounded, &cx, explain)?
+            } else {
+                (self.capped(r, rounded, &cx)?, String::new())
+            };
             if explain {
                 note(
                     out,
@@ -1197,7 +1291,7 @@ impl Plan {
             if !self.matches(r, &cx, out, explain)? {
                 continue;
             }
-            let f = self.eval(*factor, &cx).map_err(|e| e.within(&r.id))?;
+            let f = self.operand(*factor, &cx).map_err(|e| e.within(&r.id))?;
             let Some(f) = to_points(&f) else {
                 if explain {
                     let why = crate::explain::why_unknown(self, *factor, &cx);
@@ -1236,7 +1330,11 @@ impl Plan {
                 .ok_or_else(|| EvalError::Overflow(r.id.to_string()))?;
             let extra = at_least_zero(extra);
             let rounded = round_award(extra, r.rounding).map_err(|e| e.within(&r.id))?;
-            let (points, caps) = self.apply_caps(r, rounded, &cx, explain)?;
+            let (points, caps) = if explain {
+                self.apply_caps_with(r, rounded, &cx, explain)?
+            } else {
+                (self.capped(r, rounded, &cx)?, String::new())
+            };
             if explain {
                 let parts = if parts.is_empty() {
                     "nothing".to_string()
@@ -1294,7 +1392,7 @@ impl Plan {
                 out.counters.push(CounterDelta {
                     key: CounterKey {
                         name: r.counter.clone(),
-                        window: w.key_for(date),
+                        window: cx.keys.key(w),
                     },
                     delta: Decimal::from(a.points),
                     component: Some(index),
@@ -1349,7 +1447,7 @@ impl Plan {
             if a.emits {
                 let key = CounterKey {
                     name: a.counter.clone(),
-                    window: a.window.key_for(date),
+                    window: cx.keys.key(a.window),
                 };
                 if explain {
                     note(
@@ -1392,16 +1490,18 @@ impl Plan {
             }
         }
         // 10: lot terms.
+        let zone = self.zone();
         out.lot.available_at = self
             .pending
-            .and_then(|p| add_length_at(tx.time, Some(local), p, self.tz));
+            .and_then(|p| add_length_at(tx.time, Some(local), p, self.tz, zone));
         out.lot.expires_at = match self.expiry {
             ExpiryPlan::Never => None,
-            ExpiryPlan::After(l) => add_length_at(tx.time, Some(local), l, self.tz),
+            ExpiryPlan::After(l) => add_length_at(tx.time, Some(local), l, self.tz, zone),
             ExpiryPlan::AtEndOf(period, plus) => {
                 let first = period_end(date, period);
                 first.and_then(|d| {
-                    add_length(crate::compile::start_of_day(d, self.tz), plus, self.tz)
+                    let start = resolve_in(d.and_time(chrono::NaiveTime::MIN), self.tz, zone);
+                    add_length_at(start, None, plus, self.tz, zone)
                 })
             }
         };
@@ -1409,6 +1509,7 @@ impl Plan {
     }
 
     /// Effective period, audience, when.
+    #[inline(always)]
     fn matches(
         &self,
         r: &RulePlan,
@@ -1416,24 +1517,38 @@ impl Plan {
         out: &mut Outcome,
         explain: bool,
     ) -> Result<bool, EvalError> {
+        if explain {
+            return self.matches_explained(r, cx, out);
+        }
+        // The hot path: no explanation to write.
         let t = cx.tx.time;
-        if !explain {
-            // The hot path: no explanation to write.
-            if r.from.is_some_and(|f| t < f) || r.until.is_some_and(|u| t >= u) {
+        if r.from.is_some_and(|f| t < f) || r.until.is_some_and(|u| t >= u) {
+            return Ok(false);
+        }
+        if let Some(a) = r.audience.filter(|_| !r.audience_by_dispatch) {
+            if self.holds(a, cx).map_err(|e| e.within(&r.id))? != Some(true) {
                 return Ok(false);
             }
-            if let Some(a) = r.audience.filter(|_| !r.audience_by_dispatch) {
-                if self.holds(a, cx).map_err(|e| e.within(&r.id))? != Some(true) {
-                    return Ok(false);
-                }
-            }
-            if let Some(w) = r.when.filter(|_| !r.when_by_dispatch) {
-                if self.holds(w, cx).map_err(|e| e.within(&r.id))? != Some(true) {
-                    return Ok(false);
-                }
-            }
-            return Ok(true);
         }
+        if let Some(w) = r.when.filter(|_| !r.when_by_dispatch) {
+            if self.holds(w, cx).map_err(|e| e.within(&r.id))? != Some(true) {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    /// [`Plan::matches`] with explain on: why not, in the trace.
+    #[cold]
+    #[inline(never)]
+    fn matches_explained(
+        &self,
+        r: &RulePlan,
+        cx: &Cx<'_>,
+        out: &mut Outcome,
+    ) -> Result<bool, EvalError> {
+        let explain = true;
+        let t = cx.tx.time;
         if r.from.is_some_and(|f| t < f) || r.until.is_some_and(|u| t >= u) {
             if explain {
                 let what = if r.campaign {
@@ -1483,7 +1598,52 @@ impl Plan {
         Ok(true)
     }
 
-    fn apply_caps(
+    /// The points left of `rounded` by the rule's caps: the hot path
+    /// (explain off), as [`Plan::apply_caps_with`] computes them.
+    #[inline(always)]
+    fn capped(&self, r: &RulePlan, rounded: i64, cx: &Cx<'_>) -> Result<i64, EvalError> {
+        if r.caps.is_empty() {
+            return Ok(rounded);
+        }
+        let mut points = rounded;
+        for cap in &r.caps {
+            let room = match cap.window {
+                None => cap.limit,
+                Some(w) => {
+                    let overflow = || EvalError::Overflow(format!("cap of {}", r.id));
+                    let used = counter_sum_at(cx.view, &r.counter, w, cx.date, &cx.keys)
+                        .ok_or_else(overflow)?;
+                    let whole = if used.scale() == 0 {
+                        i64::try_from(used.mantissa())
+                            .ok()
+                            .and_then(|u| cap.limit.checked_sub(u))
+                    } else {
+                        None
+                    };
+                    if let Some(room) = whole {
+                        points = points.min(room.max(0));
+                        continue;
+                    }
+                    Decimal::from(cap.limit)
+                        .checked_sub(used)
+                        .ok_or_else(overflow)?
+                        .floor()
+                        .max(Decimal::ZERO)
+                        .to_i64()
+                        .ok_or_else(|| EvalError::Overflow(r.id.to_string()))?
+                }
+            };
+            if room < points {
+                points = room;
+            }
+        }
+        Ok(points)
+    }
+
+    /// The points left of `rounded` by the rule's caps, and with explain
+    /// on, the caps' text.
+    #[inline(never)]
+    fn apply_caps_with(
         &self,
         r: &RulePlan,
         rounded: i64,
@@ -1497,7 +1657,8 @@ impl Plan {
                 None => cap.limit,
                 Some(w) => {
                     let overflow = || EvalError::Overflow(format!("cap of {}", r.id));
-                    let used = counter_sum(cx.view, &r.counter, w, cx.date).ok_or_else(overflow)?;
+                    let used = counter_sum_at(cx.view, &r.counter, w, cx.date, &cx.keys)
+                        .ok_or_else(overflow)?;
                     // Whole points used (the usual case): the same room in
                     // integers, `max(limit - used, 0)`.
                     let whole = if !explain && used.scale() == 0 {
@@ -1589,6 +1750,7 @@ impl Plan {
             local: as_of.with_timezone(&self.tz).naive_local(),
             cache: None,
             amount_units: None,
+            keys: DateKeys::of(date),
         };
         let Some(q) = self.qualified_tier(&cx, None)? else {
             return Ok(None);
@@ -1887,6 +2049,163 @@ mod tests {
                     assert_eq!(fast, slow, "{size} {name} {w:?}");
                 }
             }
+        }
+    }
+
+    /// The hot path's caps (integer room, window keys once per
+    /// transaction, counters found by pointer) give what explain's
+    /// decimal path gives, for used counters whole, fractional, negative,
+    /// over the limit and beyond 64 bits.
+    #[test]
+    fn caps_on_the_hot_path_equal_explains() {
+        let src = r#"
+ruleset "caps" version 1
+currency USD
+timezone "Europe/Paris"
+rounding floor
+points pending 3 days
+points expire at end of quarter + 1 month
+rule r_day { earn floor(tx.amount) points  cap 50 points per member per day }
+rule r_week { earn floor(tx.amount) points  cap 70 points per member per week }
+rule r_month { earn 2 * floor(tx.amount) points  cap 300 points per member per month }
+rule r_quarter { earn floor(tx.amount / 2) points  cap 120 points per member per calendar quarter }
+rule r_year { earn floor(tx.amount) points  cap 900 points per member per calendar year }
+rule r_life { earn 7 points  cap 40 points per member per lifetime }
+rule r_rolling { earn floor(tx.amount) points  cap 200 points per member per rolling 30 days }
+rule r_both { earn floor(tx.amount) points  cap 25 points per transaction  cap 60 points per member per month }
+"#;
+        let plan = match Plan::compile(src, &crate::HostFunctions::new()) {
+            Ok(p) => p,
+            Err(d) => panic!("does not compile: {d:?}"),
+        };
+        let used = [
+            dec!(0),
+            dec!(10),
+            dec!(49),
+            dec!(50),
+            dec!(51),
+            dec!(12.5),
+            dec!(-3),
+            dec!(-0.5),
+            dec!(299.99),
+            dec!(1000),
+            Decimal::from(i64::MAX),
+            dec!(-9223372036854775809),
+            dec!(0.000),
+        ];
+        let start = NaiveDate::from_ymd_opt(2026, 1, 1)
+            .and_then(|d| d.and_hms_opt(0, 0, 0))
+            .map(|t| t.and_utc())
+            .unwrap_or_default();
+        let mut x: u64 = 99;
+        let mut next = || {
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            x >> 33
+        };
+        for i in 0..600u64 {
+            let time = start + TimeDelta::minutes((next() % (60 * 24 * 400)) as i64);
+            let Ok(id) = rewards_core::TxId::new(format!("t{i}")) else {
+                panic!("id");
+            };
+            let Ok(member) = rewards_core::MemberId::new("m") else {
+                panic!("id");
+            };
+            let Some(tx) = review_tx(time, rewards_core::Currency::USD).map(|t| Transaction {
+                id,
+                member,
+                kind: TxKind::Purchase,
+                amount: rewards_core::Money::new(
+                    Decimal::new((next() % 40_000) as i64, (next() % 3) as u32),
+                    rewards_core::Currency::USD,
+                ),
+                ..t
+            }) else {
+                panic!("tx");
+            };
+            let mut keys = Vec::new();
+            plan.counter_keys(&tx, &mut keys);
+            let mut view = MemberView::default();
+            for key in keys {
+                if !next().is_multiple_of(5) {
+                    let u = used[(next() % used.len() as u64) as usize];
+                    view.counters.insert(key, u);
+                }
+            }
+            let fast = plan.evaluate(&tx, &view);
+            let slow = plan.explain(&tx, &view);
+            match (fast, slow) {
+                (Ok(a), Ok(mut b)) => {
+                    b.explain = None;
+                    assert_eq!(format!("{a:?}"), format!("{b:?}"), "{tx:?} {view:?}");
+                }
+                (Err(a), Err(b)) => assert_eq!(a.to_string(), b.to_string()),
+                (a, b) => panic!("{a:?} / {b:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn months_are_added_as_chrono_adds_them() {
+        let chrono_add = |d: NaiveDate, months: i64| -> Option<NaiveDate> {
+            let m = chrono::Months::new(u32::try_from(months.unsigned_abs()).ok()?);
+            if months >= 0 {
+                d.checked_add_months(m)
+            } else {
+                d.checked_sub_months(m)
+            }
+        };
+        let mut date = NaiveDate::from_ymd_opt(1890, 1, 1).unwrap_or_default();
+        let months = [
+            0i64, 1, -1, 2, 11, 12, -12, 13, 24, -25, 120, 1199, -3000, 1_200_000,
+        ];
+        while date.year() < 2110 {
+            for m in months {
+                assert_eq!(add_months(date, m), chrono_add(date, m), "{date} {m}");
+            }
+            date += TimeDelta::days(5);
+        }
+        for (d, m) in [
+            (NaiveDate::MAX, 1i64),
+            (NaiveDate::MIN, -1),
+            (NaiveDate::MAX, -1),
+            (NaiveDate::MIN, 1),
+            (NaiveDate::MIN, 1_200_001),
+        ] {
+            assert_eq!(add_months(d, m), chrono_add(d, m), "{d} {m}");
+        }
+    }
+
+    #[test]
+    fn date_keys_are_the_windows_keys() {
+        let mut date = NaiveDate::from_ymd_opt(1899, 12, 25).unwrap_or_default();
+        let starts = [
+            chrono::Weekday::Mon,
+            chrono::Weekday::Tue,
+            chrono::Weekday::Wed,
+            chrono::Weekday::Thu,
+            chrono::Weekday::Fri,
+            chrono::Weekday::Sat,
+            chrono::Weekday::Sun,
+        ];
+        let mut windows = vec![
+            Window::Day,
+            Window::Month,
+            Window::Quarter,
+            Window::Year,
+            Window::Lifetime,
+            Window::Rolling(1),
+            Window::Rolling(30),
+        ];
+        windows.extend(starts.map(Window::Week));
+        // Every 3 days over 250 years (every weekday, month and leap year).
+        while date.year() < 2150 {
+            let keys = DateKeys::of(date);
+            for w in &windows {
+                assert_eq!(keys.key(*w), w.key_for(date), "{date} {w:?}");
+            }
+            date += TimeDelta::days(3);
         }
     }
 

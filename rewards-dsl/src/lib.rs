@@ -37,6 +37,7 @@ pub mod plan;
 pub mod testing;
 pub mod types;
 pub mod value;
+mod zone;
 
 pub use check::{check, check_source, Checked};
 pub use compile::{compile, compile_source, CompileOptions};

@@ -217,7 +217,7 @@ impl Val<'_> {
     pub fn compare(&self, other: &Val<'_>) -> Option<Ordering> {
         match (self, other) {
             (Val::Int(a), Val::Int(b)) => return Some(a.cmp(b)),
-            (Val::Money(a), Val::Money(b)) => return Some(a.cmp(b)),
+            (Val::Money(a), Val::Money(b)) => return Some(dec_cmp(a, b)),
             (Val::Tier(a), Val::Tier(b)) => return Some(a.cmp(b)),
             _ => {}
         }
@@ -391,6 +391,43 @@ pub fn default_of(t: TypeName) -> Value {
     }
 }
 
+/// 10^0 to 10^28 (a decimal's scales).
+const POW10: [i128; 29] = {
+    let mut p = [1i128; 29];
+    let mut i = 1;
+    while i < 29 {
+        p[i] = p[i - 1] * 10;
+        i += 1;
+    }
+    p
+};
+
+/// `a.cmp(b)` (numeric order; a zero of any sign or scale equals zero),
+/// from the mantissas in 128 bits when one rescaled to the other's scale
+/// fits: `m1 / 10^s1` against `m2 / 10^s2` is `m1 * 10^(s2 - s1)` against
+/// `m2` for `s1 <= s2`.
+#[inline]
+pub(crate) fn dec_cmp(a: &Decimal, b: &Decimal) -> Ordering {
+    let (sa, sb) = (a.scale(), b.scale());
+    let (ma, mb) = (a.mantissa(), b.mantissa());
+    let pow = |n: u32| POW10.get(n as usize).copied();
+    let scaled = if sa == sb {
+        Some((ma, mb))
+    } else if sa < sb {
+        pow(sb - sa)
+            .and_then(|p| ma.checked_mul(p))
+            .map(|x| (x, mb))
+    } else {
+        pow(sa - sb)
+            .and_then(|p| mb.checked_mul(p))
+            .map(|y| (ma, y))
+    };
+    match scaled {
+        Some((x, y)) => x.cmp(&y),
+        None => a.cmp(b),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -417,5 +454,46 @@ mod tests {
         );
         assert_eq!(Value::from_val(&Val::Bool(true), TypeName::Integer), None);
         assert_eq!(Value::Integer(4).to_val(), Val::Int(4));
+    }
+
+    #[test]
+    fn dec_cmp_is_decimal_cmp() {
+        use rust_decimal_macros::dec;
+        let mut xs = vec![
+            dec!(0),
+            dec!(0.00),
+            dec!(-0),
+            dec!(-0.000),
+            dec!(1),
+            dec!(1.0),
+            dec!(-1),
+            dec!(3000),
+            dec!(2999.99),
+            dec!(3000.01),
+            dec!(0.0000000000000000000000000001),
+            dec!(-0.0000000000000000000000000001),
+            Decimal::MAX,
+            Decimal::MIN,
+            Decimal::from(i64::MAX),
+            Decimal::new(i64::MAX, 28),
+            Decimal::new(i64::MIN, 5),
+        ];
+        let mut x: u64 = 5;
+        for _ in 0..400 {
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            let m = (x >> 4) as i64 % 10_000_000 - 5_000_000;
+            xs.push(Decimal::new(m, ((x >> 40) % 8) as u32));
+            xs.push(Decimal::from_i128_with_scale(
+                i128::from(x >> 1) * i128::from(x >> 34) * if x.is_multiple_of(3) { -1 } else { 1 },
+                ((x >> 50) % 29) as u32,
+            ));
+        }
+        for a in &xs {
+            for b in &xs {
+                assert_eq!(dec_cmp(a, b), a.cmp(b), "{a} {b}");
+            }
+        }
     }
 }
