@@ -20,6 +20,16 @@
 //! anything differs. Each run uses its own schema and key prefix, removed at
 //! the end unless `--keep`.
 //!
+//! The reference holds every member's whole history in memory (~3 KB per
+//! transaction: the full day's did not fit in 24 GiB), so it runs in
+//! shards of members (`--reference-shards`, by default one per 2,000,000
+//! lines): the file is split by a hash of the member id, each shard runs
+//! through a fresh `MemoryStore`, its members are compared and it is
+//! dropped. Members are independent in the ledger except for campaign
+//! budgets, which a shard sees whole: a budget exhausted within the day
+//! would show as drift, never hide it. `--reconcile-only SCHEMA` checks a
+//! schema a stopped run kept (its Redis prefix too) without feeding it again.
+//!
 //! ```text
 //! cargo run --release -p rewards-benches --bin day-run -- --input day.jsonl
 //! scripts/day.sh [TRANSACTIONS]   # generate, run, report (the documented command)
@@ -82,6 +92,13 @@ struct Args {
     /// Keep the schema and the Redis keys afterwards.
     #[arg(long)]
     keep: bool,
+    /// Reference shards (members split by hash); 0 = one per 2,000,000 lines.
+    #[arg(long, default_value_t = 0)]
+    reference_shards: usize,
+    /// Reconcile an existing schema (and its Redis prefix) against the
+    /// file without feeding it: for a run whose reference did not finish.
+    #[arg(long)]
+    reconcile_only: Option<String>,
     /// Seconds between progress lines on stderr.
     #[arg(long, default_value_t = 10)]
     progress_every: u64,
@@ -128,6 +145,7 @@ fn count_lines(path: &PathBuf) -> Result<u64, BoxError> {
 /// wall time.
 async fn feed(
     label: &str,
+    input: &std::path::Path,
     args: &Args,
     plan: Arc<dyn Evaluator>,
     store: Arc<dyn LedgerStore>,
@@ -147,7 +165,7 @@ async fn feed(
             ..PipelineConfig::default()
         },
     );
-    let mut source = JsonLinesSource::open(&args.input).await?;
+    let mut source = JsonLinesSource::open(input).await?;
     let started = Instant::now();
     let every = Duration::from_secs(args.progress_every.max(1));
     let watcher = {
@@ -200,6 +218,17 @@ impl Drift {
 
     fn total(&self) -> u64 {
         self.counts.values().sum()
+    }
+
+    fn merge(&mut self, other: Drift) {
+        for (kind, n) in other.counts {
+            *self.counts.entry(kind).or_default() += n;
+        }
+        for e in other.examples {
+            if self.examples.len() < 10 {
+                self.examples.push(e);
+            }
+        }
     }
 }
 
@@ -280,21 +309,96 @@ async fn compare(
         let Some(joined) = set.join_next().await else {
             break;
         };
-        let part = joined??;
-        for (kind, n) in part.counts {
-            *drift.counts.entry(kind).or_default() += n;
-        }
-        for e in part.examples {
-            if drift.examples.len() < 10 {
-                drift.examples.push(e);
-            }
-        }
+        drift.merge(joined??);
     }
     Ok((
         drift,
         checked.load(Ordering::Relaxed),
         not_cached.load(Ordering::Relaxed),
     ))
+}
+
+/// The reference in `shards` passes (members split by a hash of their id,
+/// each pass a fresh `MemoryStore` over that shard's lines), each compared
+/// and dropped before the next: returns the drift, members compared, members
+/// not in the cache, and a note for the summary.
+async fn reference_in_shards(
+    args: &Args,
+    plan: Arc<dyn Evaluator>,
+    cached: Arc<Cached>,
+    total: u64,
+    shards: usize,
+) -> Result<(Drift, u64, u64, String), BoxError> {
+    let dir = std::env::temp_dir().join(format!("day-run-shards-{}", std::process::id()));
+    let files = split_by_member(&args.input, &dir, shards)?;
+    let (mut drift, mut checked, mut not_cached) = (Drift::default(), 0u64, 0u64);
+    let (mut applied, mut took) = (0u64, Duration::ZERO);
+    for (k, (file, lines)) in files.iter().enumerate() {
+        let memory = Arc::new(MemoryStore::new(LedgerConfig::default()));
+        let label = format!("reference {}/{shards}", k + 1);
+        let (r, t, _) = feed(&label, file, args, plan.clone(), memory.clone(), *lines).await?;
+        applied += r.applied;
+        took += t;
+        let (d, c, n) = compare(memory.members(), cached.clone(), Some(memory)).await?;
+        drift.merge(d);
+        checked += c;
+        not_cached += n;
+        std::fs::remove_file(file)?;
+    }
+    std::fs::remove_dir(&dir).ok();
+    let note = format!(
+        "{applied} of {total} applied in {:.1}s = {}/s, in {shards} shard(s) of members",
+        took.as_secs_f64(),
+        per_second(applied, took)
+    );
+    Ok((drift, checked, not_cached, note))
+}
+
+/// Splits a JSON-lines file into `shards` files by a hash of each line's
+/// `member` (a line without one goes to shard 0, where it is dead-lettered
+/// as in the real run); returns each file with its line count.
+fn split_by_member(
+    input: &std::path::Path,
+    dir: &std::path::Path,
+    shards: usize,
+) -> Result<Vec<(PathBuf, u64)>, BoxError> {
+    use std::hash::{BuildHasher, Hasher};
+    use std::io::{BufRead, BufWriter, Write};
+    std::fs::create_dir_all(dir)?;
+    let hasher = std::collections::hash_map::RandomState::new();
+    let mut out = Vec::with_capacity(shards);
+    for k in 0..shards {
+        let path = dir.join(format!("shard-{k}.jsonl"));
+        out.push((BufWriter::new(std::fs::File::create(&path)?), path, 0u64));
+    }
+    let reader = std::io::BufReader::new(std::fs::File::open(input)?);
+    for line in reader.split(b'\n') {
+        let line = line?;
+        let shard = member_of(&line).map_or(0, |m| {
+            let mut h = hasher.build_hasher();
+            h.write(m);
+            usize::try_from(h.finish() % shards as u64).unwrap_or(0)
+        });
+        let (w, _, n) = &mut out[shard];
+        w.write_all(&line)?;
+        w.write_all(b"\n")?;
+        *n += 1;
+    }
+    out.into_iter()
+        .map(|(mut w, path, n)| {
+            w.flush()?;
+            Ok((path, n))
+        })
+        .collect()
+}
+
+/// The bytes of a line's `"member":"..."` value (the generator writes it
+/// without spaces; anything else is left to shard 0).
+fn member_of(line: &[u8]) -> Option<&[u8]> {
+    const KEY: &[u8] = b"\"member\":\"";
+    let at = line.windows(KEY.len()).position(|w| w == KEY)? + KEY.len();
+    let len = line[at..].iter().position(|&b| b == b'"')?;
+    Some(&line[at..at + len])
 }
 
 fn per_second(n: u64, d: Duration) -> u64 {
@@ -323,8 +427,11 @@ async fn run(args: Args) -> Result<bool, BoxError> {
         .clone()
         .or_else(|| std::env::var("REDIS_URL").ok())
         .unwrap_or_else(|| "redis://127.0.0.1:6379".into());
-    let mut config =
-        PgConfig::new(database_url).with_schema(rewards_benches::store_load::unique_name("day"));
+    let schema = args
+        .reconcile_only
+        .clone()
+        .unwrap_or_else(|| rewards_benches::store_load::unique_name("day"));
+    let mut config = PgConfig::new(database_url).with_schema(schema);
     config.pool_size = args.pool.max(1);
     let pg = PgStore::connect(config.clone(), LedgerConfig::default()).await?;
     let prefix = format!("dayrun:{}", config.schema);
@@ -334,8 +441,16 @@ async fn run(args: Args) -> Result<bool, BoxError> {
     eprintln!("day-run: schema {}, Redis prefix {prefix}", config.schema);
 
     let outcome = async {
-        let (report, elapsed, dead) =
-            feed("postgres+redis", &args, plan.clone(), cached.clone(), total).await?;
+        let (report, elapsed, dead) = if args.reconcile_only.is_some() {
+            eprintln!("day-run: reconciling {} as it is (not fed)", config.schema);
+            let report = RunReport {
+                applied: total,
+                ..RunReport::default()
+            };
+            (report, Duration::ZERO, Arc::new(MemoryDeadLetters::new()))
+        } else {
+            feed("postgres+redis", &args.input, &args, plan.clone(), cached.clone(), total).await?
+        };
         let health = cached.health();
         let durable_rate = per_second(report.applied, elapsed);
         eprintln!(
@@ -356,25 +471,17 @@ async fn run(args: Args) -> Result<bool, BoxError> {
         let store_report = cached.store().reconcile().await?;
         let reconcile_time = reconcile_started.elapsed();
 
-        let (reference, reference_note) = if args.no_reference {
-            (None, "skipped".to_string())
-        } else {
-            let memory = Arc::new(MemoryStore::new(LedgerConfig::default()));
-            let (r, t, _) = feed("reference", &args, plan.clone(), memory.clone(), total).await?;
-            let note = format!(
-                "{} applied in {:.1}s = {}/s",
-                r.applied,
-                t.as_secs_f64(),
-                per_second(r.applied, t)
-            );
-            (Some(memory), note)
-        };
-        let members = match &reference {
-            Some(memory) => memory.members(),
-            None => Vec::new(),
-        };
         let compare_started = Instant::now();
-        let (drift, checked, not_cached) = compare(members, cached.clone(), reference).await?;
+        let (drift, checked, not_cached, reference_note) = if args.no_reference {
+            let (drift, checked, not_cached) = compare(Vec::new(), cached.clone(), None).await?;
+            (drift, checked, not_cached, "skipped".to_string())
+        } else {
+            let shards = match args.reference_shards {
+                0 => usize::try_from(total.div_ceil(2_000_000)).unwrap_or(1).max(1),
+                n => n,
+            };
+            reference_in_shards(&args, plan.clone(), cached.clone(), total, shards).await?
+        };
         let compare_time = compare_started.elapsed();
 
         let ok = store_report.is_clean() && drift.total() == 0 && report.abandoned == 0;
