@@ -1184,7 +1184,7 @@ impl Plan {
             let exact = at_least_zero(exact);
             let rounded = round_award(exact, r.rounding).map_err(|e| e.within(&r.id))?;
             let (points, caps) = if explain {
-                self.apply_caps_with(r, rounded, &cx, explain)?
+                self.capped_explained(r, rounded, &cx)?
             } else {
                 (self.capped(r, rounded, &cx)?, String::new())
             };
@@ -1331,7 +1331,7 @@ impl Plan {
             let extra = at_least_zero(extra);
             let rounded = round_award(extra, r.rounding).map_err(|e| e.within(&r.id))?;
             let (points, caps) = if explain {
-                self.apply_caps_with(r, rounded, &cx, explain)?
+                self.capped_explained(r, rounded, &cx)?
             } else {
                 (self.capped(r, rounded, &cx)?, String::new())
             };
@@ -1598,104 +1598,74 @@ impl Plan {
         Ok(true)
     }
 
-    /// The points left of `rounded` by the rule's caps: the hot path
-    /// (explain off), as [`Plan::apply_caps_with`] computes them.
+    /// The room one of the rule's caps leaves, `max(limit - used, 0)` in
+    /// whole points, with the counter's value when the cap has a window.
+    #[inline(always)]
+    fn cap_room(
+        &self,
+        r: &RulePlan,
+        cap: &CapPlan,
+        cx: &Cx<'_>,
+    ) -> Result<(i64, Option<Decimal>), EvalError> {
+        let Some(w) = cap.window else {
+            return Ok((cap.limit, None));
+        };
+        let overflow = || EvalError::Overflow(format!("cap of {}", r.id));
+        let used =
+            counter_sum_at(cx.view, &r.counter, w, cx.date, &cx.keys).ok_or_else(overflow)?;
+        // Whole points used (the usual case): the same room in integers.
+        if used.scale() == 0 {
+            if let Some(room) = i64::try_from(used.mantissa())
+                .ok()
+                .and_then(|u| cap.limit.checked_sub(u))
+            {
+                return Ok((room.max(0), Some(used)));
+            }
+        }
+        let room = Decimal::from(cap.limit)
+            .checked_sub(used)
+            .ok_or_else(overflow)?
+            .floor()
+            .max(Decimal::ZERO)
+            .to_i64()
+            .ok_or_else(|| EvalError::Overflow(r.id.to_string()))?;
+        Ok((room, Some(used)))
+    }
+
+    /// The points left of `rounded` by the rule's caps (explain off).
     #[inline(always)]
     fn capped(&self, r: &RulePlan, rounded: i64, cx: &Cx<'_>) -> Result<i64, EvalError> {
-        if r.caps.is_empty() {
-            return Ok(rounded);
-        }
         let mut points = rounded;
         for cap in &r.caps {
-            let room = match cap.window {
-                None => cap.limit,
-                Some(w) => {
-                    let overflow = || EvalError::Overflow(format!("cap of {}", r.id));
-                    let used = counter_sum_at(cx.view, &r.counter, w, cx.date, &cx.keys)
-                        .ok_or_else(overflow)?;
-                    let whole = if used.scale() == 0 {
-                        i64::try_from(used.mantissa())
-                            .ok()
-                            .and_then(|u| cap.limit.checked_sub(u))
-                    } else {
-                        None
-                    };
-                    if let Some(room) = whole {
-                        points = points.min(room.max(0));
-                        continue;
-                    }
-                    Decimal::from(cap.limit)
-                        .checked_sub(used)
-                        .ok_or_else(overflow)?
-                        .floor()
-                        .max(Decimal::ZERO)
-                        .to_i64()
-                        .ok_or_else(|| EvalError::Overflow(r.id.to_string()))?
-                }
-            };
-            if room < points {
-                points = room;
-            }
+            points = points.min(self.cap_room(r, cap, cx)?.0);
         }
         Ok(points)
     }
 
-    /// The points left of `rounded` by the rule's caps, and with explain
-    /// on, the caps' text.
+    /// The points left of `rounded` by the rule's caps, with the caps'
+    /// explain text.
     #[inline(never)]
-    fn apply_caps_with(
+    fn capped_explained(
         &self,
         r: &RulePlan,
         rounded: i64,
         cx: &Cx<'_>,
-        explain: bool,
     ) -> Result<(i64, String), EvalError> {
         let mut points = rounded;
         let mut text = String::new();
         for cap in &r.caps {
-            let room = match cap.window {
-                None => cap.limit,
-                Some(w) => {
-                    let overflow = || EvalError::Overflow(format!("cap of {}", r.id));
-                    let used = counter_sum_at(cx.view, &r.counter, w, cx.date, &cx.keys)
-                        .ok_or_else(overflow)?;
-                    // Whole points used (the usual case): the same room in
-                    // integers, `max(limit - used, 0)`.
-                    let whole = if !explain && used.scale() == 0 {
-                        i64::try_from(used.mantissa())
-                            .ok()
-                            .and_then(|u| cap.limit.checked_sub(u))
-                    } else {
-                        None
-                    };
-                    if let Some(room) = whole {
-                        points = points.min(room.max(0));
-                        continue;
-                    }
-                    let room = Decimal::from(cap.limit)
-                        .checked_sub(used)
-                        .ok_or_else(overflow)?
-                        .floor()
-                        .max(Decimal::ZERO);
-                    if explain {
-                        text.push_str(&format!(
-                            "; cap {}: used {}, room {room}",
-                            cap.text,
-                            used.normalize()
-                        ));
-                    }
-                    room.to_i64()
-                        .ok_or_else(|| EvalError::Overflow(r.id.to_string()))?
-                }
-            };
-            if cap.window.is_none() && explain {
-                text.push_str(&format!("; cap {}", cap.text));
+            let (room, used) = self.cap_room(r, cap, cx)?;
+            match used {
+                Some(used) => text.push_str(&format!(
+                    "; cap {}: used {}, room {room}",
+                    cap.text,
+                    used.normalize()
+                )),
+                None => text.push_str(&format!("; cap {}", cap.text)),
             }
             if room < points {
                 points = room;
-                if explain {
-                    text.push_str(&format!(" → trimmed to {points}"));
-                }
+                text.push_str(&format!(" → trimmed to {points}"));
             }
         }
         Ok((points, text))

@@ -252,6 +252,50 @@ fn a_cap_reached_mid_transaction_awards_the_remainder() {
     assert!(o.components.is_empty() && o.counters.is_empty());
 }
 
+/// Explain states each cap's counter, room and trim, whether the counter
+/// is whole points (the integer path) or not, and a cap without a window.
+#[test]
+fn explain_shows_each_caps_room_and_trim() {
+    let p = plan("rule r {\n earn tx.amount points\n cap 1000 points per member per month\n cap 50 points per transaction\n}\n");
+    let month = Window::Month.key_for(chrono::NaiveDate::from_ymd_opt(2026, 6, 10).expect("date"));
+    let text = |used: Decimal| {
+        let mut view = MemberView::default();
+        view.counters.insert(CounterKey::new("cap.r", month), used);
+        let o = p.explain(&tx("100", None, NOON), &view).expect("ok");
+        let points = total(&o);
+        let line = o
+            .explain
+            .expect("trace")
+            .lines
+            .into_iter()
+            .find(|l| &*l.rule == "r" && l.matched)
+            .expect("the rule's line");
+        (points, line.detail)
+    };
+    let head = "earn tx.amount = 100 → floor 100; cap 1000 points per member per month: ";
+    assert_eq!(
+        text(Decimal::from(960)),
+        (
+            40,
+            format!("{head}used 960, room 40 → trimmed to 40; cap 50 points per transaction")
+        )
+    );
+    assert_eq!(
+        text(Decimal::new(9605, 1)),
+        (
+            39,
+            format!("{head}used 960.5, room 39 → trimmed to 39; cap 50 points per transaction")
+        )
+    );
+    assert_eq!(
+        text(Decimal::from(900)),
+        (
+            50,
+            format!("{head}used 900, room 100; cap 50 points per transaction → trimmed to 50")
+        )
+    );
+}
+
 #[test]
 fn rolling_caps_sum_day_buckets_in_the_ruleset_zone() {
     let p = plan("rule r {\n earn tx.amount points\n cap 100 points per member per rolling 7 days\n cap 60 points per member per day\n}\n");
