@@ -849,10 +849,10 @@ async fn write_all(
         }
         keys
     };
-    let key_of = |stamp: Option<RulesetStamp>| -> Result<Option<i32>, UnitError> {
+    let key_of = |stamp: Option<&RulesetStamp>| -> Result<Option<i32>, UnitError> {
         stamp
             .map(|s| {
-                stamp_keys.get(&s).copied().ok_or_else(|| {
+                stamp_keys.get(s).copied().ok_or_else(|| {
                     UnitError::Pg(PgError::corrupt("ruleset", "stamp was not interned"))
                 })
             })
@@ -876,7 +876,7 @@ async fn write_all(
         let (record, status, lapse, ruleset) = match records.remove(id) {
             Some((_, mut r)) => {
                 let (status, lapse) = record_status(&r);
-                let ruleset = key_of(r.ruleset.take())?;
+                let ruleset = key_of(r.ruleset.take().as_ref())?;
                 let text = to_text(&r, "transaction record")?;
                 (Some(text), Some(status), lapse, ruleset)
             }
@@ -903,7 +903,7 @@ async fn write_all(
     let mut r_ruleset = Vec::with_capacity(n);
     for (id, (key, record)) in &mut records {
         let (status, lapse) = record_status(record);
-        r_ruleset.push(key_of(record.ruleset.take())?);
+        r_ruleset.push(key_of(record.ruleset.take().as_ref())?);
         r_id.push(id.as_str());
         r_key.push(*key);
         r_record.push(to_text(&*record, "transaction record")?);
@@ -942,7 +942,7 @@ async fn write_all(
         p_a.push(p.after.available.get());
         p_p.push(p.after.pending.get());
         p_lot.push(p.lot.as_ref().map(TxId::as_str));
-        p_ruleset.push(key_of(p.ruleset.clone())?);
+        p_ruleset.push(key_of(p.ruleset.as_ref())?);
         p_at.push(p.time);
     }
     // lots
@@ -1042,7 +1042,7 @@ async fn write_all(
     let mut events = writes.events;
     for stored in &mut events {
         // the JSON leaves the stamp out: the row's `ruleset_key` names it
-        e_ruleset.push(key_of(stored.event.ruleset.take())?);
+        e_ruleset.push(key_of(stored.event.ruleset.take().as_ref())?);
         let e = &stored.event;
         e_key.push(stored.key);
         e_seq.push(to_i64(e.seq, "event seq")?);
