@@ -159,7 +159,7 @@ pub fn compile_with(
         },
         currency: syms.currency,
         tz: syms.timezone,
-        zone: std::sync::OnceLock::new(),
+        zone: crate::zone::table(syms.timezone),
         week_start: syms.week_start,
         pending: syms.pending.as_ref().map(Length::of),
         expiry,

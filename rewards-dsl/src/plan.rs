@@ -420,9 +420,10 @@ pub struct Plan {
     pub(crate) currency: Currency,
     pub(crate) tz: Tz,
     /// `tz`'s offsets from 1970 to 2100 ([`crate::zone`]), for the hot
-    /// path's conversions, found on the first evaluation (shared by the
-    /// plans of the zone); `None`: chrono-tz answers.
-    pub(crate) zone: std::sync::OnceLock<Option<Arc<crate::zone::ZoneTable>>>,
+    /// path's conversions, found when the plan is compiled (once per zone
+    /// and process, shared by the plans of the zone) so that no transaction
+    /// waits for it; `None`: chrono-tz answers.
+    pub(crate) zone: Option<Arc<crate::zone::ZoneTable>>,
     pub(crate) week_start: Weekday,
     pub(crate) pending: Option<Length>,
     pub(crate) expiry: ExpiryPlan,
@@ -453,9 +454,7 @@ impl Plan {
     /// The zone's table of offsets ([`Plan::zone`]).
     #[inline]
     pub(crate) fn zone(&self) -> Option<&crate::zone::ZoneTable> {
-        self.zone
-            .get_or_init(|| crate::zone::table(self.tz))
-            .as_deref()
+        self.zone.as_deref()
     }
 
     /// Compiles every rule's `when` and `audience`, every aggregate's
