@@ -35,6 +35,8 @@ fn a_sample_of_the_day_reconciles_with_zero_drift() {
         .arg("--input")
         .arg(&input)
         .args(["--workers", "2", "--pool", "4", "--progress-every", "5"])
+        // The reference in shards of members, as the full day runs it.
+        .args(["--reference-shards", "3"])
         .output()
         .expect("run day-run");
     let stdout = String::from_utf8_lossy(&output.stdout);
@@ -43,6 +45,10 @@ fn a_sample_of_the_day_reconciles_with_zero_drift() {
     assert!(
         output.status.success(),
         "day-run failed\nstdout:\n{stdout}\nstderr:\n{stderr}"
+    );
+    assert!(
+        stdout.contains("of 4001 applied") && stdout.contains("in 3 shard(s) of members"),
+        "the reference ran in 3 shards over every line\n{stdout}"
     );
     let summary = stdout
         .lines()
