@@ -37,6 +37,7 @@ use std::time::Duration;
 use rewards_core::ledger::LedgerConfig;
 use rewards_core::{Evaluator, LedgerStore};
 use rewards_runtime::kafka::{KafkaConfig, KafkaDeadLetters, KafkaSource};
+use rewards_runtime::shutdown::terminated;
 use rewards_runtime::{
     DeadLetterSink, JsonLinesDeadLetters, Metrics, Pipeline, PipelineConfig, ProgramRegistry,
 };
@@ -69,22 +70,6 @@ fn flag<'a>(flags: &'a HashMap<String, String>, name: &str) -> Result<&'a str, S
         .get(name)
         .map(String::as_str)
         .ok_or_else(|| format!("missing --{name}\n{USAGE}"))
-}
-
-/// Completes on SIGTERM or Ctrl-C.
-async fn terminated() {
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut term) => {
-                term.recv().await;
-            }
-            Err(_) => std::future::pending().await,
-        }
-    };
-    tokio::select! {
-        _ = term => {}
-        _ = tokio::signal::ctrl_c() => {}
-    }
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]

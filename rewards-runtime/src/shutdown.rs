@@ -61,3 +61,28 @@ impl ShutdownSignal {
         }
     }
 }
+
+/// Completes on the first SIGTERM or SIGINT (Ctrl-C): the usual shutdown
+/// future of a command-line tool that must stop cleanly when interrupted.
+pub async fn terminated() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let term = async {
+            match signal(SignalKind::terminate()) {
+                Ok(mut term) => {
+                    term.recv().await;
+                }
+                Err(_) => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            () = term => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

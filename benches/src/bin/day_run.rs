@@ -46,13 +46,18 @@ use rewards_core::ledger::LedgerConfig;
 use rewards_core::memory::MemoryStore;
 use rewards_core::{ErrorKind, Evaluator, LedgerStore, MemberId};
 use rewards_dsl::{HostFunctions, Plan};
+use rewards_runtime::shutdown::terminated;
 use rewards_runtime::{
-    JsonLinesSource, MemoryDeadLetters, Metrics, Pipeline, PipelineConfig, ProgramRegistry,
-    RunReport,
+    shutdown_channel, JsonLinesSource, MemoryDeadLetters, Metrics, Pipeline, PipelineConfig,
+    ProgramRegistry, RunReport, ShutdownSignal,
 };
 use rewards_store::cached::{CachedStore, CachedStoreConfig};
 use rewards_store::postgres::{drop_schema, PgConfig, PgStore};
 use rewards_store::redis::{RedisCache, RedisCacheConfig};
+
+/// How long an interrupted feed may take to finish its work in flight
+/// before the run is abandoned (the feed's own drain is bounded too).
+const INTERRUPT_GRACE: Duration = Duration::from_secs(15);
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 type Cached = CachedStore<PgStore, RedisCache>;
@@ -150,6 +155,7 @@ async fn feed(
     plan: Arc<dyn Evaluator>,
     store: Arc<dyn LedgerStore>,
     total: u64,
+    mut stop: ShutdownSignal,
 ) -> Result<(RunReport, Duration, Arc<MemoryDeadLetters>), BoxError> {
     let metrics = Arc::new(Metrics::new());
     let programs = Arc::new(ProgramRegistry::single(plan, metrics.clone()));
@@ -193,9 +199,7 @@ async fn feed(
             }
         })
     };
-    let report = pipeline
-        .run(&mut source, std::future::pending::<()>())
-        .await?;
+    let report = pipeline.run(&mut source, stop.wait()).await?;
     let elapsed = started.elapsed();
     watcher.abort();
     Ok((report, elapsed, dead))
@@ -336,7 +340,16 @@ async fn reference_in_shards(
     for (k, (file, lines)) in files.iter().enumerate() {
         let memory = Arc::new(MemoryStore::new(LedgerConfig::default()));
         let label = format!("reference {}/{shards}", k + 1);
-        let (r, t, _) = feed(&label, file, args, plan.clone(), memory.clone(), *lines).await?;
+        let (r, t, _) = feed(
+            &label,
+            file,
+            args,
+            plan.clone(),
+            memory.clone(),
+            *lines,
+            ShutdownSignal::never(),
+        )
+        .await?;
         applied += r.applied;
         took += t;
         let (d, c, n) = compare(memory.members(), cached.clone(), Some(memory)).await?;
@@ -440,6 +453,16 @@ async fn run(args: Args) -> Result<bool, BoxError> {
     let cached = Arc::new(CachedStore::new(pg, cache, CachedStoreConfig::default()));
     eprintln!("day-run: schema {}, Redis prefix {prefix}", config.schema);
 
+    // SIGINT/SIGTERM: the feed stops taking lines and finishes what it took;
+    // the checks after it are abandoned; either way the schema and the
+    // Redis keys are removed below (unless --keep), not left behind.
+    let (trigger, stop) = shutdown_channel();
+    tokio::spawn(async move {
+        terminated().await;
+        eprintln!("day-run: interrupted: stopping, then cleaning up");
+        trigger.trigger();
+    });
+
     let outcome = async {
         let (report, elapsed, dead) = if args.reconcile_only.is_some() {
             eprintln!("day-run: reconciling {} as it is (not fed)", config.schema);
@@ -449,8 +472,24 @@ async fn run(args: Args) -> Result<bool, BoxError> {
             };
             (report, Duration::ZERO, Arc::new(MemoryDeadLetters::new()))
         } else {
-            feed("postgres+redis", &args.input, &args, plan.clone(), cached.clone(), total).await?
+            feed(
+                "postgres+redis",
+                &args.input,
+                &args,
+                plan.clone(),
+                cached.clone(),
+                total,
+                stop.clone(),
+            )
+            .await?
         };
+        if stop.is_triggered() {
+            eprintln!(
+                "day-run: interrupted after {} of {total} applied; not reconciled",
+                report.applied
+            );
+            return Ok(false);
+        }
         let health = cached.health();
         let durable_rate = per_second(report.applied, elapsed);
         eprintln!(
@@ -463,7 +502,11 @@ async fn run(args: Args) -> Result<bool, BoxError> {
         let mut reasons: HashMap<String, u64> = HashMap::new();
         for letter in dead.take() {
             *reasons
-                .entry(format!("{}:{}", letter.reason.stage.as_str(), letter.reason.code))
+                .entry(format!(
+                    "{}:{}",
+                    letter.reason.stage.as_str(),
+                    letter.reason.code
+                ))
                 .or_default() += 1;
         }
 
@@ -477,7 +520,9 @@ async fn run(args: Args) -> Result<bool, BoxError> {
             (drift, checked, not_cached, "skipped".to_string())
         } else {
             let shards = match args.reference_shards {
-                0 => usize::try_from(total.div_ceil(2_000_000)).unwrap_or(1).max(1),
+                0 => usize::try_from(total.div_ceil(2_000_000))
+                    .unwrap_or(1)
+                    .max(1),
                 n => n,
             };
             reference_in_shards(&args, plan.clone(), cached.clone(), total, shards).await?
@@ -526,8 +571,17 @@ async fn run(args: Args) -> Result<bool, BoxError> {
             not_cached
         );
         Ok::<bool, BoxError>(ok)
-    }
-    .await;
+    };
+    let outcome = {
+        let mut stop = stop.clone();
+        tokio::select! {
+            result = outcome => result,
+            () = async { stop.wait().await; tokio::time::sleep(INTERRUPT_GRACE).await } => {
+                eprintln!("day-run: interrupted during the checks; not reconciled");
+                Ok(false)
+            }
+        }
+    };
 
     if !args.keep {
         if let Err(e) = cached.cache().clear().await {
