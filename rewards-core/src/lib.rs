@@ -14,6 +14,7 @@
 pub mod conformance;
 pub mod error;
 pub mod evaluate;
+mod forward;
 #[cfg(feature = "generate")]
 pub mod generate;
 pub mod ids;
@@ -42,3 +43,11 @@ pub use points::Points;
 pub use store::{BalanceCache, LedgerStore};
 pub use transaction::{AttrValue, DecodeError, LineItem, Presence, Transaction, TxKind};
 pub use window::{CounterKey, Window, WindowKey};
+
+/// What [`forward_ledger_store!`]'s expansion names through `$crate`, so
+/// that its callers need no dependency of their own.
+#[doc(hidden)]
+pub mod __private {
+    pub use async_trait::async_trait;
+    pub use chrono::{DateTime, Utc};
+}

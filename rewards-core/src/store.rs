@@ -72,6 +72,11 @@ pub fn check_tier_view_request(members: usize) -> crate::error::Result<()> {
 /// Every mutating call is atomic: either all of its effects (postings,
 /// lots, counters, budgets, records, inbox row, member row, audit event)
 /// are stored, or none. Reads see only committed state.
+///
+/// A wrapper that changes a few methods and passes the rest on to an inner
+/// store writes its impl with
+/// [`forward_ledger_store!`](crate::forward_ledger_store); a method added
+/// here needs its line in that macro's table (a test checks).
 #[async_trait]
 pub trait LedgerStore: Send + Sync {
     /// What evaluation may know of a member: tier, profile attributes,

@@ -251,8 +251,6 @@ mod full {
     use std::sync::{Arc, Mutex};
     use std::time::{Duration, Instant};
 
-    use async_trait::async_trait;
-    use chrono::{DateTime, Utc};
     use rdkafka::config::ClientConfig;
     use rdkafka::consumer::{Consumer, StreamConsumer};
     use rdkafka::message::Message;
@@ -260,14 +258,8 @@ mod full {
 
     use rewards_core::error::Result as StoreResult;
     use rewards_core::generate::{Generator, GeneratorConfig};
-    use rewards_core::ledger::{
-        Adjustment, AuditEvent, MemberBalance, Posting, Receipt, RecentEntry, ReconcileReport,
-        Redemption, SweepReport, TierReview,
-    };
-    use rewards_core::{
-        CounterKey, Evaluator, LedgerStore, MemberId, MemberProfile, MemberView, Outcome, Points,
-        Transaction,
-    };
+    use rewards_core::ledger::Receipt;
+    use rewards_core::{Evaluator, LedgerStore, Outcome, Transaction};
     use rewards_runtime::kafka::{create_topics, KafkaConfig, KafkaSource};
     use rewards_runtime::{MemoryDeadLetters, Metrics, Pipeline, PipelineConfig, ProgramRegistry};
 
@@ -340,106 +332,27 @@ mod full {
         clock: Arc<Clock>,
     }
 
-    #[async_trait]
-    impl<S: LedgerStore> LedgerStore for Timed<S> {
-        async fn member_view(
-            &self,
-            member: &MemberId,
-            counters: &[CounterKey],
-        ) -> StoreResult<MemberView> {
-            self.inner.member_view(member, counters).await
-        }
-        async fn member_views(
-            &self,
-            requests: &[(MemberId, Vec<CounterKey>)],
-        ) -> StoreResult<Vec<MemberView>> {
-            self.inner.member_views(requests).await
-        }
-        async fn append(&self, tx: &Transaction, outcome: &Outcome) -> StoreResult<Receipt> {
-            let receipt = self.inner.append(tx, outcome).await?;
-            self.clock.observe(tx.id.as_str());
-            Ok(receipt)
-        }
-        async fn append_batch(
-            &self,
-            items: &[(Transaction, Outcome)],
-        ) -> StoreResult<Vec<StoreResult<Receipt>>> {
-            let results = self.inner.append_batch(items).await?;
-            for ((tx, _), result) in items.iter().zip(&results) {
-                if result.is_ok() {
-                    self.clock.observe(tx.id.as_str());
-                }
+    rewards_core::forward_ledger_store! {
+        impl<S: LedgerStore> LedgerStore for Timed<S> {
+            forward self.inner;
+            default outbox_fetch, outbox_ack;
+            async fn append(&self, tx: &Transaction, outcome: &Outcome) -> StoreResult<Receipt> {
+                let receipt = self.inner.append(tx, outcome).await?;
+                self.clock.observe(tx.id.as_str());
+                Ok(receipt)
             }
-            Ok(results)
-        }
-        async fn redeem(&self, redemption: &Redemption) -> StoreResult<Receipt> {
-            self.inner.redeem(redemption).await
-        }
-        async fn adjust(&self, adjustment: &Adjustment) -> StoreResult<Receipt> {
-            self.inner.adjust(adjustment).await
-        }
-        async fn expire_due(&self, as_of: DateTime<Utc>) -> StoreResult<SweepReport> {
-            self.inner.expire_due(as_of).await
-        }
-        async fn release_pending(&self, as_of: DateTime<Utc>) -> StoreResult<SweepReport> {
-            self.inner.release_pending(as_of).await
-        }
-        async fn expire_authorizations(&self, as_of: DateTime<Utc>) -> StoreResult<SweepReport> {
-            self.inner.expire_authorizations(as_of).await
-        }
-        async fn review_tier(&self, review: &TierReview) -> StoreResult<MemberBalance> {
-            self.inner.review_tier(review).await
-        }
-        async fn apply_scheduled_tiers(&self, as_of: DateTime<Utc>) -> StoreResult<SweepReport> {
-            self.inner.apply_scheduled_tiers(as_of).await
-        }
-        async fn members_after(
-            &self,
-            after: Option<&MemberId>,
-            limit: usize,
-        ) -> StoreResult<Vec<MemberId>> {
-            self.inner.members_after(after, limit).await
-        }
-        async fn tier_views(
-            &self,
-            members: &[MemberId],
-            counters: &[CounterKey],
-        ) -> StoreResult<Vec<rewards_core::store::TierView>> {
-            self.inner.tier_views(members, counters).await
-        }
-        async fn balance(&self, member: &MemberId) -> StoreResult<MemberBalance> {
-            self.inner.balance(member).await
-        }
-        async fn recent(&self, member: &MemberId, limit: usize) -> StoreResult<Vec<RecentEntry>> {
-            self.inner.recent(member, limit).await
-        }
-        async fn history(
-            &self,
-            member: &MemberId,
-            after_seq: u64,
-            limit: usize,
-        ) -> StoreResult<Vec<Posting>> {
-            self.inner.history(member, after_seq, limit).await
-        }
-        async fn audit(
-            &self,
-            member: &MemberId,
-            after_seq: u64,
-            limit: usize,
-        ) -> StoreResult<Vec<AuditEvent>> {
-            self.inner.audit(member, after_seq, limit).await
-        }
-        async fn put_profile(&self, profile: &MemberProfile) -> StoreResult<()> {
-            self.inner.put_profile(profile).await
-        }
-        async fn profile(&self, member: &MemberId) -> StoreResult<MemberProfile> {
-            self.inner.profile(member).await
-        }
-        async fn budget_used(&self, budget: &str) -> StoreResult<Points> {
-            self.inner.budget_used(budget).await
-        }
-        async fn reconcile(&self) -> StoreResult<ReconcileReport> {
-            self.inner.reconcile().await
+            async fn append_batch(
+                &self,
+                items: &[(Transaction, Outcome)],
+            ) -> StoreResult<Vec<StoreResult<Receipt>>> {
+                let results = self.inner.append_batch(items).await?;
+                for ((tx, _), result) in items.iter().zip(&results) {
+                    if result.is_ok() {
+                        self.clock.observe(tx.id.as_str());
+                    }
+                }
+                Ok(results)
+            }
         }
     }
 

@@ -8,16 +8,10 @@
 //! recognised duplicate.
 
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use rewards_core::ledger::{
-    Adjustment, AuditEvent, EntryKind, MemberBalance, Posting, Receipt, RecentEntry,
-    ReconcileReport, Redemption, SweepReport, TierReview,
-};
+use rewards_core::ledger::{EntryKind, Receipt, ReconcileReport};
 use rewards_core::memory::{FsyncPolicy, MemoryStore};
-use rewards_core::{
-    CounterKey, LedgerStore, MemberProfile, MemberView, Outcome, Points, Transaction,
-};
+use rewards_core::{LedgerStore, MemberProfile, Outcome, Transaction};
 use rewards_runtime::{
     DeadLetter, DeadLetterSink, JsonLinesDeadLetters, JsonLinesSource, LineProgress, Metrics,
     Pipeline, PipelineConfig, ProgramRegistry, RunReport,
@@ -460,140 +454,32 @@ impl CountingStore {
     }
 }
 
-#[async_trait]
-impl LedgerStore for CountingStore {
-    async fn member_view(
-        &self,
-        member: &rewards_core::MemberId,
-        counters: &[CounterKey],
-    ) -> rewards_core::error::Result<MemberView> {
-        self.inner.member_view(member, counters).await
-    }
+rewards_core::forward_ledger_store! {
+    impl LedgerStore for CountingStore {
+        forward self.inner;
+        // The trait's defaults, as before: views one member at a time, no outbox.
+        default member_views, outbox_fetch, outbox_ack;
 
-    async fn append(
-        &self,
-        tx: &Transaction,
-        outcome: &Outcome,
-    ) -> rewards_core::error::Result<Receipt> {
-        let receipt = self.inner.append(tx, outcome).await?;
-        self.count(&receipt);
-        Ok(receipt)
-    }
-
-    async fn append_batch(
-        &self,
-        items: &[(Transaction, Outcome)],
-    ) -> rewards_core::error::Result<Vec<rewards_core::error::Result<Receipt>>> {
-        let results = self.inner.append_batch(items).await?;
-        for receipt in results.iter().flatten() {
-            self.count(receipt);
+        async fn append(
+            &self,
+            tx: &Transaction,
+            outcome: &Outcome,
+        ) -> rewards_core::error::Result<Receipt> {
+            let receipt = self.inner.append(tx, outcome).await?;
+            self.count(&receipt);
+            Ok(receipt)
         }
-        Ok(results)
-    }
 
-    async fn redeem(&self, redemption: &Redemption) -> rewards_core::error::Result<Receipt> {
-        self.inner.redeem(redemption).await
-    }
-
-    async fn adjust(&self, adjustment: &Adjustment) -> rewards_core::error::Result<Receipt> {
-        self.inner.adjust(adjustment).await
-    }
-
-    async fn expire_due(&self, as_of: DateTime<Utc>) -> rewards_core::error::Result<SweepReport> {
-        self.inner.expire_due(as_of).await
-    }
-
-    async fn release_pending(
-        &self,
-        as_of: DateTime<Utc>,
-    ) -> rewards_core::error::Result<SweepReport> {
-        self.inner.release_pending(as_of).await
-    }
-
-    async fn expire_authorizations(
-        &self,
-        as_of: DateTime<Utc>,
-    ) -> rewards_core::error::Result<SweepReport> {
-        self.inner.expire_authorizations(as_of).await
-    }
-
-    async fn review_tier(&self, review: &TierReview) -> rewards_core::error::Result<MemberBalance> {
-        self.inner.review_tier(review).await
-    }
-
-    async fn apply_scheduled_tiers(
-        &self,
-        as_of: DateTime<Utc>,
-    ) -> rewards_core::error::Result<SweepReport> {
-        self.inner.apply_scheduled_tiers(as_of).await
-    }
-
-    async fn members_after(
-        &self,
-        after: Option<&rewards_core::MemberId>,
-        limit: usize,
-    ) -> rewards_core::error::Result<Vec<rewards_core::MemberId>> {
-        self.inner.members_after(after, limit).await
-    }
-
-    async fn tier_views(
-        &self,
-        members: &[rewards_core::MemberId],
-        counters: &[CounterKey],
-    ) -> rewards_core::error::Result<Vec<rewards_core::store::TierView>> {
-        self.inner.tier_views(members, counters).await
-    }
-
-    async fn balance(
-        &self,
-        member: &rewards_core::MemberId,
-    ) -> rewards_core::error::Result<MemberBalance> {
-        self.inner.balance(member).await
-    }
-
-    async fn recent(
-        &self,
-        member: &rewards_core::MemberId,
-        limit: usize,
-    ) -> rewards_core::error::Result<Vec<RecentEntry>> {
-        self.inner.recent(member, limit).await
-    }
-
-    async fn history(
-        &self,
-        member: &rewards_core::MemberId,
-        after_seq: u64,
-        limit: usize,
-    ) -> rewards_core::error::Result<Vec<Posting>> {
-        self.inner.history(member, after_seq, limit).await
-    }
-
-    async fn audit(
-        &self,
-        member: &rewards_core::MemberId,
-        after_seq: u64,
-        limit: usize,
-    ) -> rewards_core::error::Result<Vec<AuditEvent>> {
-        self.inner.audit(member, after_seq, limit).await
-    }
-
-    async fn put_profile(&self, profile: &MemberProfile) -> rewards_core::error::Result<()> {
-        self.inner.put_profile(profile).await
-    }
-
-    async fn profile(
-        &self,
-        member: &rewards_core::MemberId,
-    ) -> rewards_core::error::Result<MemberProfile> {
-        self.inner.profile(member).await
-    }
-
-    async fn budget_used(&self, budget: &str) -> rewards_core::error::Result<Points> {
-        self.inner.budget_used(budget).await
-    }
-
-    async fn reconcile(&self) -> rewards_core::error::Result<ReconcileReport> {
-        self.inner.reconcile().await
+        async fn append_batch(
+            &self,
+            items: &[(Transaction, Outcome)],
+        ) -> rewards_core::error::Result<Vec<rewards_core::error::Result<Receipt>>> {
+            let results = self.inner.append_batch(items).await?;
+            for receipt in results.iter().flatten() {
+                self.count(receipt);
+            }
+            Ok(results)
+        }
     }
 }
 

@@ -22,20 +22,16 @@ use std::io::{BufRead, BufReader, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 
-use async_trait::async_trait;
 use chrono::{DateTime, NaiveDate, Utc};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 use rewards_core::error::Result;
-use rewards_core::ledger::{
-    Adjustment, AuditEvent, MemberBalance, Posting, Receipt, RecentEntry, ReconcileReport,
-    Redemption, SweepReport, TierReview,
-};
+use rewards_core::ledger::Receipt;
 use rewards_core::{
-    AttrValue, CounterKey, LedgerStore, MemberId, MemberProfile, MemberView, Outcome, Points,
-    RulesetStamp, Transaction, TxId,
+    AttrValue, CounterKey, LedgerStore, MemberId, MemberView, Outcome, Points, RulesetStamp,
+    Transaction, TxId,
 };
 
 /// The member view as journalled (counters as a list: JSON map keys must be strings).
@@ -310,131 +306,51 @@ impl JournalingStore {
     }
 }
 
-#[async_trait]
-impl LedgerStore for JournalingStore {
-    async fn member_view(&self, member: &MemberId, counters: &[CounterKey]) -> Result<MemberView> {
-        let view = self.inner.member_view(member, counters).await?;
-        self.views().insert(member.clone(), view.clone());
-        Ok(view)
-    }
+rewards_core::forward_ledger_store! {
+    impl LedgerStore for JournalingStore {
+        forward self.inner;
 
-    async fn member_views(
-        &self,
-        requests: &[(MemberId, Vec<CounterKey>)],
-    ) -> Result<Vec<MemberView>> {
-        // Forwarded so the pipeline keeps the store's one-round-trip read.
-        let views = self.inner.member_views(requests).await?;
-        let mut kept = self.views();
-        for ((member, _), view) in requests.iter().zip(&views) {
-            kept.insert(member.clone(), view.clone());
+        async fn member_view(
+            &self,
+            member: &MemberId,
+            counters: &[CounterKey],
+        ) -> Result<MemberView> {
+            let view = self.inner.member_view(member, counters).await?;
+            self.views().insert(member.clone(), view.clone());
+            Ok(view)
         }
-        Ok(views)
-    }
 
-    async fn outbox_fetch(&self, limit: usize) -> Result<Vec<rewards_core::store::OutboxEvent>> {
-        self.inner.outbox_fetch(limit).await
-    }
-
-    async fn outbox_ack(&self, seqs: &[u64]) -> Result<u64> {
-        self.inner.outbox_ack(seqs).await
-    }
-
-    async fn append(&self, tx: &Transaction, outcome: &Outcome) -> Result<Receipt> {
-        let receipt = self.inner.append(tx, outcome).await?;
-        self.journal(tx, outcome, &receipt);
-        Ok(receipt)
-    }
-
-    async fn append_batch(&self, items: &[(Transaction, Outcome)]) -> Result<Vec<Result<Receipt>>> {
-        let results = self.inner.append_batch(items).await?;
-        for ((tx, outcome), result) in items.iter().zip(&results) {
-            if let Ok(receipt) = result {
-                self.journal(tx, outcome, receipt);
+        async fn member_views(
+            &self,
+            requests: &[(MemberId, Vec<CounterKey>)],
+        ) -> Result<Vec<MemberView>> {
+            // Forwarded so the pipeline keeps the store's one-round-trip read.
+            let views = self.inner.member_views(requests).await?;
+            let mut kept = self.views();
+            for ((member, _), view) in requests.iter().zip(&views) {
+                kept.insert(member.clone(), view.clone());
             }
+            Ok(views)
         }
-        Ok(results)
-    }
 
-    async fn redeem(&self, redemption: &Redemption) -> Result<Receipt> {
-        self.inner.redeem(redemption).await
-    }
+        async fn append(&self, tx: &Transaction, outcome: &Outcome) -> Result<Receipt> {
+            let receipt = self.inner.append(tx, outcome).await?;
+            self.journal(tx, outcome, &receipt);
+            Ok(receipt)
+        }
 
-    async fn adjust(&self, adjustment: &Adjustment) -> Result<Receipt> {
-        self.inner.adjust(adjustment).await
-    }
-
-    async fn expire_due(&self, as_of: DateTime<Utc>) -> Result<SweepReport> {
-        self.inner.expire_due(as_of).await
-    }
-
-    async fn release_pending(&self, as_of: DateTime<Utc>) -> Result<SweepReport> {
-        self.inner.release_pending(as_of).await
-    }
-
-    async fn expire_authorizations(&self, as_of: DateTime<Utc>) -> Result<SweepReport> {
-        self.inner.expire_authorizations(as_of).await
-    }
-
-    async fn review_tier(&self, review: &TierReview) -> Result<MemberBalance> {
-        self.inner.review_tier(review).await
-    }
-
-    async fn apply_scheduled_tiers(&self, as_of: DateTime<Utc>) -> Result<SweepReport> {
-        self.inner.apply_scheduled_tiers(as_of).await
-    }
-
-    async fn members_after(&self, after: Option<&MemberId>, limit: usize) -> Result<Vec<MemberId>> {
-        self.inner.members_after(after, limit).await
-    }
-
-    async fn tier_views(
-        &self,
-        members: &[MemberId],
-        counters: &[CounterKey],
-    ) -> Result<Vec<rewards_core::store::TierView>> {
-        self.inner.tier_views(members, counters).await
-    }
-
-    async fn balance(&self, member: &MemberId) -> Result<MemberBalance> {
-        self.inner.balance(member).await
-    }
-
-    async fn recent(&self, member: &MemberId, limit: usize) -> Result<Vec<RecentEntry>> {
-        self.inner.recent(member, limit).await
-    }
-
-    async fn history(
-        &self,
-        member: &MemberId,
-        after_seq: u64,
-        limit: usize,
-    ) -> Result<Vec<Posting>> {
-        self.inner.history(member, after_seq, limit).await
-    }
-
-    async fn audit(
-        &self,
-        member: &MemberId,
-        after_seq: u64,
-        limit: usize,
-    ) -> Result<Vec<AuditEvent>> {
-        self.inner.audit(member, after_seq, limit).await
-    }
-
-    async fn put_profile(&self, profile: &MemberProfile) -> Result<()> {
-        self.inner.put_profile(profile).await
-    }
-
-    async fn profile(&self, member: &MemberId) -> Result<MemberProfile> {
-        self.inner.profile(member).await
-    }
-
-    async fn budget_used(&self, budget: &str) -> Result<Points> {
-        self.inner.budget_used(budget).await
-    }
-
-    async fn reconcile(&self) -> Result<ReconcileReport> {
-        self.inner.reconcile().await
+        async fn append_batch(
+            &self,
+            items: &[(Transaction, Outcome)],
+        ) -> Result<Vec<Result<Receipt>>> {
+            let results = self.inner.append_batch(items).await?;
+            for ((tx, outcome), result) in items.iter().zip(&results) {
+                if let Ok(receipt) = result {
+                    self.journal(tx, outcome, receipt);
+                }
+            }
+            Ok(results)
+        }
     }
 }
 

@@ -11,7 +11,6 @@ pub mod fault;
 pub mod kafka;
 pub mod services;
 
-use async_trait::async_trait;
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use rust_decimal::prelude::ToPrimitive;
 use rust_decimal::Decimal;
@@ -19,14 +18,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Barrier};
 
 use rewards_core::error::Result;
-use rewards_core::ledger::{
-    Adjustment, AuditEvent, MemberBalance, Posting, Receipt, RecentEntry, ReconcileReport,
-    Redemption, SweepReport, TierReview,
-};
+use rewards_core::ledger::Receipt;
 use rewards_core::memory::MemoryStore;
 use rewards_core::{
     Component, ComponentKind, CounterKey, Error, EvalFailure, Evaluator, LedgerStore, MemberId,
-    MemberProfile, MemberView, Outcome, Points, RulesetStamp, Transaction, TxKind,
+    MemberView, Outcome, Points, RulesetStamp, Transaction, TxKind,
 };
 
 /// `per_unit` points per whole currency unit of a purchase; merchant
@@ -179,98 +175,43 @@ impl FlakyStore {
     }
 }
 
-#[async_trait]
-impl LedgerStore for FlakyStore {
-    async fn member_view(&self, member: &MemberId, counters: &[CounterKey]) -> Result<MemberView> {
-        self.trip()?;
-        self.view_calls.fetch_add(1, Ordering::SeqCst);
-        self.inner.member_view(member, counters).await
-    }
-    async fn member_views(
-        &self,
-        requests: &[(MemberId, Vec<CounterKey>)],
-    ) -> Result<Vec<MemberView>> {
-        self.trip()?;
-        self.view_calls.fetch_add(1, Ordering::SeqCst);
-        self.inner.member_views(requests).await
-    }
-    async fn append(&self, tx: &Transaction, outcome: &Outcome) -> Result<Receipt> {
-        self.trip()?;
-        self.record(std::slice::from_ref(&(tx.clone(), outcome.clone())));
-        self.inner.append(tx, outcome).await
-    }
-    async fn append_batch(&self, items: &[(Transaction, Outcome)]) -> Result<Vec<Result<Receipt>>> {
-        self.trip()?;
-        self.record(items);
-        if !self.append_delay.is_zero() {
-            tokio::time::sleep(self.append_delay).await;
+rewards_core::forward_ledger_store! {
+    impl LedgerStore for FlakyStore {
+        forward self.inner;
+        default outbox_fetch, outbox_ack;
+        async fn member_view(
+            &self,
+            member: &MemberId,
+            counters: &[CounterKey],
+        ) -> Result<MemberView> {
+            self.trip()?;
+            self.view_calls.fetch_add(1, Ordering::SeqCst);
+            self.inner.member_view(member, counters).await
         }
-        self.inner.append_batch(items).await
-    }
-    async fn redeem(&self, redemption: &Redemption) -> Result<Receipt> {
-        self.inner.redeem(redemption).await
-    }
-    async fn adjust(&self, adjustment: &Adjustment) -> Result<Receipt> {
-        self.inner.adjust(adjustment).await
-    }
-    async fn expire_due(&self, as_of: DateTime<Utc>) -> Result<SweepReport> {
-        self.inner.expire_due(as_of).await
-    }
-    async fn release_pending(&self, as_of: DateTime<Utc>) -> Result<SweepReport> {
-        self.inner.release_pending(as_of).await
-    }
-    async fn expire_authorizations(&self, as_of: DateTime<Utc>) -> Result<SweepReport> {
-        self.inner.expire_authorizations(as_of).await
-    }
-    async fn review_tier(&self, review: &TierReview) -> Result<MemberBalance> {
-        self.inner.review_tier(review).await
-    }
-    async fn apply_scheduled_tiers(&self, as_of: DateTime<Utc>) -> Result<SweepReport> {
-        self.inner.apply_scheduled_tiers(as_of).await
-    }
-    async fn members_after(&self, after: Option<&MemberId>, limit: usize) -> Result<Vec<MemberId>> {
-        self.inner.members_after(after, limit).await
-    }
-    async fn tier_views(
-        &self,
-        members: &[MemberId],
-        counters: &[CounterKey],
-    ) -> Result<Vec<rewards_core::store::TierView>> {
-        self.inner.tier_views(members, counters).await
-    }
-    async fn balance(&self, member: &MemberId) -> Result<MemberBalance> {
-        self.inner.balance(member).await
-    }
-    async fn recent(&self, member: &MemberId, limit: usize) -> Result<Vec<RecentEntry>> {
-        self.inner.recent(member, limit).await
-    }
-    async fn history(
-        &self,
-        member: &MemberId,
-        after_seq: u64,
-        limit: usize,
-    ) -> Result<Vec<Posting>> {
-        self.inner.history(member, after_seq, limit).await
-    }
-    async fn audit(
-        &self,
-        member: &MemberId,
-        after_seq: u64,
-        limit: usize,
-    ) -> Result<Vec<AuditEvent>> {
-        self.inner.audit(member, after_seq, limit).await
-    }
-    async fn put_profile(&self, profile: &MemberProfile) -> Result<()> {
-        self.inner.put_profile(profile).await
-    }
-    async fn profile(&self, member: &MemberId) -> Result<MemberProfile> {
-        self.inner.profile(member).await
-    }
-    async fn budget_used(&self, budget: &str) -> Result<Points> {
-        self.inner.budget_used(budget).await
-    }
-    async fn reconcile(&self) -> Result<ReconcileReport> {
-        self.inner.reconcile().await
+        async fn member_views(
+            &self,
+            requests: &[(MemberId, Vec<CounterKey>)],
+        ) -> Result<Vec<MemberView>> {
+            self.trip()?;
+            self.view_calls.fetch_add(1, Ordering::SeqCst);
+            self.inner.member_views(requests).await
+        }
+        async fn append(&self, tx: &Transaction, outcome: &Outcome) -> Result<Receipt> {
+            self.trip()?;
+            self.record(std::slice::from_ref(&(tx.clone(), outcome.clone())));
+            self.inner.append(tx, outcome).await
+        }
+        async fn append_batch(
+            &self,
+            items: &[(Transaction, Outcome)],
+        ) -> Result<Vec<Result<Receipt>>> {
+            self.trip()?;
+            self.record(items);
+            if !self.append_delay.is_zero() {
+                tokio::time::sleep(self.append_delay).await;
+            }
+            self.inner.append_batch(items).await
+        }
     }
 }
 
