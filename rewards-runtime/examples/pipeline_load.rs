@@ -28,9 +28,12 @@
 //!    first, then drained by a fresh pipeline: durable transactions per
 //!    second.
 //!
-//! `REWARDS_LOAD_WORKERS` (pipeline workers, default 4) and
-//! `REWARDS_LOAD_PG_POOL` (PostgreSQL connections, default 8) change the
-//! full mode's settings.
+//! `REWARDS_LOAD_WORKERS` (pipeline workers, default 4),
+//! `REWARDS_LOAD_PG_POOL` (PostgreSQL connections, default 8),
+//! `REWARDS_LOAD_LINGER_MS` (the producer's `linger.ms`, default 0) and
+//! `REWARDS_LOAD_COMMIT_MS` (the source's offset commit interval, default
+//! 100) change the full mode's settings. Each latency report also gives
+//! p50/p95 per 10 s of sending, which shows a latency growing over the run.
 //!
 //! Latencies are exact (each message's send instant against the instant
 //! it was consumed / made durable, one clock), printed as p50/p95/p99/max.
@@ -272,7 +275,8 @@ mod full {
     #[derive(Default)]
     struct Clock {
         sent: Mutex<HashMap<String, Instant>>,
-        observed: Mutex<Vec<Duration>>,
+        /// (send instant, latency) of each message observed.
+        observed: Mutex<Vec<(Instant, Duration)>>,
         done: AtomicU64,
     }
 
@@ -296,24 +300,24 @@ mod full {
                 self.observed
                     .lock()
                     .unwrap_or_else(std::sync::PoisonError::into_inner)
-                    .push(now.saturating_duration_since(sent));
+                    .push((sent, now.saturating_duration_since(sent)));
             }
             self.done.fetch_add(1, Ordering::Relaxed);
         }
 
         fn report(&self, name: &str) -> (Duration, Duration, Duration) {
-            let mut all = self
+            let observed = self
                 .observed
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
                 .clone();
+            let mut all: Vec<Duration> = observed.iter().map(|(_, d)| *d).collect();
             all.sort();
-            let at = |permille: usize| {
-                all.get((all.len() * permille / 1000).min(all.len().saturating_sub(1)))
-                    .copied()
-                    .unwrap_or_default()
-            };
-            let (p50, p95, p99) = (at(500), at(950), at(990));
+            let (p50, p95, p99) = (
+                percentile(&all, 500),
+                percentile(&all, 950),
+                percentile(&all, 990),
+            );
             println!(
                 "{name}: n={} p50 {:.1?} p95 {:.1?} p99 {:.1?} max {:.1?}",
                 all.len(),
@@ -322,8 +326,52 @@ mod full {
                 p99,
                 all.last().copied().unwrap_or_default()
             );
+            // By send time: a latency that grows over the run (a broker
+            // slowing as it fills, a table growing) shows here, not in the
+            // percentiles of the whole.
+            if let Some(first) = observed.iter().map(|(sent, _)| *sent).min() {
+                let mut windows: Vec<Vec<Duration>> = Vec::new();
+                for (sent, latency) in &observed {
+                    let at = usize::try_from(
+                        sent.saturating_duration_since(first).as_secs() / WINDOW_SECS,
+                    )
+                    .unwrap_or(0);
+                    if windows.len() <= at {
+                        windows.resize_with(at + 1, Vec::new);
+                    }
+                    windows[at].push(*latency);
+                }
+                let line: Vec<String> = windows
+                    .iter_mut()
+                    .enumerate()
+                    .map(|(i, w)| {
+                        w.sort();
+                        format!(
+                            "{}s {:.1?}/{:.1?}",
+                            i as u64 * WINDOW_SECS,
+                            percentile(w, 500),
+                            percentile(w, 950)
+                        )
+                    })
+                    .collect();
+                println!(
+                    "  p50/p95 by {WINDOW_SECS} s of sending: {}",
+                    line.join(", ")
+                );
+            }
             (p50, p95, p99)
         }
+    }
+
+    /// The width of the windows of [`Clock::report`].
+    const WINDOW_SECS: u64 = 10;
+
+    /// The `permille`th of sorted latencies (zero when there are none).
+    fn percentile(sorted: &[Duration], permille: usize) -> Duration {
+        sorted
+            .get((sorted.len() * permille / 1000).min(sorted.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or_default()
     }
 
     /// The store, noting when each transaction became durable.
@@ -360,11 +408,23 @@ mod full {
         args.get(i).and_then(|a| a.parse().ok()).unwrap_or(default)
     }
 
+    /// A setting from the environment, or its default.
+    fn env_or(name: &str, default: u64) -> u64 {
+        std::env::var(name)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(default)
+    }
+
+    /// The load's producer (both phases): `REWARDS_LOAD_LINGER_MS` (default
+    /// 0) lets records share a batch. tansu's in-memory engine lists every
+    /// batch of a partition on each fetch, so fewer, fuller batches keep its
+    /// fetches from slowing down as the topic grows (see docs/performance.md).
     fn producer(brokers: &str) -> Result<FutureProducer, Error> {
         Ok(ClientConfig::new()
             .set("bootstrap.servers", brokers)
             .set("acks", "all")
-            .set("linger.ms", "0")
+            .set("linger.ms", env_or("REWARDS_LOAD_LINGER_MS", 0).to_string())
             .create()?)
     }
 
@@ -530,10 +590,10 @@ mod full {
         started_with: impl std::future::Future<Output = Result<(), Error>>,
     ) -> Result<Duration, Error> {
         let metrics = pipeline.metrics().clone();
-        let mut source = KafkaSource::new(
-            KafkaConfig::new(brokers, &unique_ident("load_group"), topic),
-            metrics.clone(),
-        )?;
+        let mut config = KafkaConfig::new(brokers, &unique_ident("load_group"), topic);
+        config.commit_interval =
+            Duration::from_millis(env_or("REWARDS_LOAD_COMMIT_MS", 100).max(1));
+        let mut source = KafkaSource::new(config, metrics.clone())?;
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let running = tokio::spawn(async move {
             pipeline

@@ -62,27 +62,42 @@ impl ShutdownSignal {
     }
 }
 
-/// Completes on the first SIGTERM or SIGINT (Ctrl-C): the usual shutdown
-/// future of a command-line tool that must stop cleanly when interrupted.
-pub async fn terminated() {
+/// A future that completes on the first SIGTERM or SIGINT (Ctrl-C): the
+/// usual shutdown future of a command-line tool that must stop cleanly when
+/// interrupted. The handlers are installed by this call, not when the
+/// future is first polled, so a signal that arrives in between is not
+/// missed (and does not kill the process). Call it inside a Tokio runtime.
+pub fn terminated() -> impl std::future::Future<Output = ()> + Send {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};
-        let term = async {
-            match signal(SignalKind::terminate()) {
-                Ok(mut term) => {
-                    term.recv().await;
+        let mut term = signal(SignalKind::terminate()).ok();
+        let mut int = signal(SignalKind::interrupt()).ok();
+        async move {
+            let term = async {
+                match term.as_mut() {
+                    Some(s) => {
+                        s.recv().await;
+                    }
+                    None => std::future::pending().await,
                 }
-                Err(_) => std::future::pending().await,
+            };
+            let int = async {
+                match int.as_mut() {
+                    Some(s) => {
+                        s.recv().await;
+                    }
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                () = term => {}
+                () = int => {}
             }
-        };
-        tokio::select! {
-            () = term => {}
-            _ = tokio::signal::ctrl_c() => {}
         }
     }
     #[cfg(not(unix))]
-    {
+    async {
         let _ = tokio::signal::ctrl_c().await;
     }
 }

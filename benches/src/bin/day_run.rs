@@ -30,8 +30,14 @@
 //! would show as drift, never hide it. `--reconcile-only SCHEMA` checks a
 //! schema a stopped run kept (its Redis prefix too) without feeding it again.
 //!
+//! With `--kafka BROKERS` the day goes through the broker: the file is
+//! first produced to a fresh topic keyed by member (timed on its own), then
+//! the pipeline's Kafka source consumes it to the end into the same store,
+//! and the same checks follow; the topic is deleted afterwards.
+//!
 //! ```text
 //! cargo run --release -p rewards-benches --bin day-run -- --input day.jsonl
+//! cargo run --release -p rewards-benches --bin day-run -- --input day.jsonl --kafka 127.0.0.1:9092
 //! scripts/day.sh [TRANSACTIONS]   # generate, run, report (the documented command)
 //! ```
 
@@ -46,10 +52,13 @@ use rewards_core::ledger::LedgerConfig;
 use rewards_core::memory::MemoryStore;
 use rewards_core::{ErrorKind, Evaluator, LedgerStore, MemberId};
 use rewards_dsl::{HostFunctions, Plan};
+use rewards_runtime::kafka::{
+    create_topics, delete_topics, produce_json_lines, KafkaConfig, KafkaSource,
+};
 use rewards_runtime::shutdown::terminated;
 use rewards_runtime::{
     shutdown_channel, JsonLinesSource, MemoryDeadLetters, Metrics, Pipeline, PipelineConfig,
-    ProgramRegistry, RunReport, ShutdownSignal,
+    ProgramRegistry, RunReport, ShutdownSignal, Source,
 };
 use rewards_store::cached::{CachedStore, CachedStoreConfig};
 use rewards_store::postgres::{drop_schema, PgConfig, PgStore};
@@ -104,6 +113,15 @@ struct Args {
     /// file without feeding it: for a run whose reference did not finish.
     #[arg(long)]
     reconcile_only: Option<String>,
+    /// Feed through a Kafka broker (e.g. 127.0.0.1:9092) instead of from the
+    /// file: the file is first produced to a fresh topic (keyed by member,
+    /// `--partitions`), then the pipeline consumes the topic to its end.
+    /// The rate reported is that of the consumption, to durable storage.
+    #[arg(long, value_name = "BROKERS")]
+    kafka: Option<String>,
+    /// Partitions of the `--kafka` topic.
+    #[arg(long, default_value_t = 4)]
+    partitions: i32,
     /// Seconds between progress lines on stderr.
     #[arg(long, default_value_t = 10)]
     progress_every: u64,
@@ -150,7 +168,7 @@ fn count_lines(path: &PathBuf) -> Result<u64, BoxError> {
 /// wall time.
 async fn feed(
     label: &str,
-    input: &std::path::Path,
+    source: &mut dyn Source,
     args: &Args,
     plan: Arc<dyn Evaluator>,
     store: Arc<dyn LedgerStore>,
@@ -171,7 +189,6 @@ async fn feed(
             ..PipelineConfig::default()
         },
     );
-    let mut source = JsonLinesSource::open(input).await?;
     let started = Instant::now();
     let every = Duration::from_secs(args.progress_every.max(1));
     let watcher = {
@@ -199,10 +216,36 @@ async fn feed(
             }
         })
     };
-    let report = pipeline.run(&mut source, stop.wait()).await?;
+    let report = pipeline.run(source, stop.wait()).await?;
     let elapsed = started.elapsed();
     watcher.abort();
     Ok((report, elapsed, dead))
+}
+
+/// Produces the input to `topic` (created here) and returns a source that
+/// reads it to its end in a fresh consumer group.
+async fn through_broker(args: &Args, brokers: &str, topic: &str) -> Result<KafkaSource, BoxError> {
+    create_topics(brokers, &[(topic, args.partitions.max(1))]).await?;
+    let started = Instant::now();
+    // Read once from the start by one consumer group: full batches (see
+    // produce_json_lines on tansu).
+    let produced = produce_json_lines(brokers, topic, &args.input, 1000, |n| {
+        eprintln!(
+            "day-run [produce] {n} records, {}/s",
+            per_second(n, started.elapsed())
+        );
+    })
+    .await?;
+    eprintln!(
+        "day-run: produced {} records ({} undecodable) to {topic} in {:.1}s = {}/s",
+        produced.records,
+        produced.undecodable,
+        started.elapsed().as_secs_f64(),
+        per_second(produced.records, started.elapsed())
+    );
+    let mut config = KafkaConfig::new(brokers, &format!("{topic}_group"), topic);
+    config.stop_at_end = true;
+    Ok(KafkaSource::new(config, Arc::new(Metrics::new()))?)
 }
 
 /// Differences found, by kind, with a few examples.
@@ -342,7 +385,7 @@ async fn reference_in_shards(
         let label = format!("reference {}/{shards}", k + 1);
         let (r, t, _) = feed(
             &label,
-            file,
+            &mut JsonLinesSource::open(file).await?,
             args,
             plan.clone(),
             memory.clone(),
@@ -451,17 +494,19 @@ async fn run(args: Args) -> Result<bool, BoxError> {
     let cache =
         RedisCache::connect(RedisCacheConfig::single(redis_url).key_prefix(prefix.clone())).await?;
     let cached = Arc::new(CachedStore::new(pg, cache, CachedStoreConfig::default()));
-    eprintln!("day-run: schema {}, Redis prefix {prefix}", config.schema);
-
     // SIGINT/SIGTERM: the feed stops taking lines and finishes what it took;
     // the checks after it are abandoned; either way the schema and the
-    // Redis keys are removed below (unless --keep), not left behind.
+    // Redis keys are removed below (unless --keep), not left behind. The
+    // handlers are installed before the schema is announced.
     let (trigger, stop) = shutdown_channel();
+    let interrupted = terminated();
     tokio::spawn(async move {
-        terminated().await;
+        interrupted.await;
         eprintln!("day-run: interrupted: stopping, then cleaning up");
         trigger.trigger();
     });
+    eprintln!("day-run: schema {}, Redis prefix {prefix}", config.schema);
+    let topic = format!("dayrun_{}", config.schema);
 
     let outcome = async {
         let (report, elapsed, dead) = if args.reconcile_only.is_some() {
@@ -472,16 +517,33 @@ async fn run(args: Args) -> Result<bool, BoxError> {
             };
             (report, Duration::ZERO, Arc::new(MemoryDeadLetters::new()))
         } else {
-            feed(
-                "postgres+redis",
-                &args.input,
-                &args,
-                plan.clone(),
-                cached.clone(),
-                total,
-                stop.clone(),
-            )
-            .await?
+            match &args.kafka {
+                None => {
+                    feed(
+                        "postgres+redis",
+                        &mut JsonLinesSource::open(&args.input).await?,
+                        &args,
+                        plan.clone(),
+                        cached.clone(),
+                        total,
+                        stop.clone(),
+                    )
+                    .await?
+                }
+                Some(brokers) => {
+                    let mut source = through_broker(&args, brokers, &topic).await?;
+                    feed(
+                        "kafka -> postgres+redis",
+                        &mut source,
+                        &args,
+                        plan.clone(),
+                        cached.clone(),
+                        total,
+                        stop.clone(),
+                    )
+                    .await?
+                }
+            }
         };
         if stop.is_triggered() {
             eprintln!(
@@ -589,6 +651,11 @@ async fn run(args: Args) -> Result<bool, BoxError> {
         }
         if let Err(e) = drop_schema(&config).await {
             eprintln!("day-run: could not drop schema {}: {e}", config.schema);
+        }
+        if let Some(brokers) = &args.kafka {
+            if let Err(e) = delete_topics(brokers, &[&topic]).await {
+                eprintln!("day-run: could not delete topic {topic}: {e}");
+            }
         }
     }
     outcome

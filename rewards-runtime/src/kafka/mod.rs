@@ -35,6 +35,7 @@
 
 pub mod offsets;
 pub mod outbox;
+pub mod produce;
 
 use async_trait::async_trait;
 use chrono::{TimeZone, Utc};
@@ -63,6 +64,7 @@ use crate::RuntimeError;
 
 pub use offsets::{OffsetTracker, TopicPartition};
 pub use outbox::{OutboxRelay, OutboxRelayConfig, RelayReport};
+pub use produce::{produce_json_lines, Produced};
 
 /// Header names of a dead-letter record.
 pub mod headers {
@@ -585,6 +587,25 @@ pub async fn create_topics(brokers: &str, topics: &[(&str, i32)]) -> Result<(), 
             Err((name, code)) => {
                 return Err(RuntimeError::Config(format!(
                     "creating topic {name}: {code}"
+                )))
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Deletes topics; a topic that does not exist is not an error.
+pub async fn delete_topics(brokers: &str, topics: &[&str]) -> Result<(), RuntimeError> {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()?;
+    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+    for result in admin.delete_topics(topics, &options).await? {
+        match result {
+            Ok(_) | Err((_, RDKafkaErrorCode::UnknownTopicOrPartition)) => {}
+            Err((name, code)) => {
+                return Err(RuntimeError::Config(format!(
+                    "deleting topic {name}: {code}"
                 )))
             }
         }
