@@ -26,7 +26,7 @@ use rewards_core::ledger::{
 use rewards_core::{MemberId, Points, RulesetStamp, TxId, TxKind};
 use rust_decimal::Decimal;
 use serde_json::Value;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{btree_map, BTreeMap, HashMap};
 use std::sync::Arc;
 use tokio_postgres::Row;
 
@@ -89,7 +89,9 @@ struct Writes {
     inbox: Vec<(TxId, i64, [u8; 32], Receipt)>,
     records: BTreeMap<TxId, (i64, TxRecord)>,
     postings: Vec<(i64, rewards_core::ledger::Posting)>,
-    lots: BTreeMap<(i64, TxId), Lot>,
+    /// Each lot the unit changed: as it is now, and as stored before the
+    /// unit (`None`: created by the unit, inserted).
+    lots: BTreeMap<(i64, TxId), (Lot, Option<Lot>)>,
     counters: BTreeMap<(i64, Arc<str>, String), Decimal>,
     budgets: BTreeMap<Arc<str>, (i64, Option<i64>)>,
     events: Vec<StoredEvent>,
@@ -699,8 +701,15 @@ fn apply_one(
     m.record = entry.member.clone();
     m.changed = true;
     for lot in &entry.lots {
-        m.lots.insert(lot.id.clone(), lot.clone());
-        writes.lots.insert((key, lot.id.clone()), lot.clone());
+        // On a lot's first change in the unit, what `m.lots` held is what
+        // the database holds: nothing for a new lot.
+        let before = m.lots.insert(lot.id.clone(), lot.clone());
+        match writes.lots.entry((key, lot.id.clone())) {
+            btree_map::Entry::Occupied(mut o) => o.get_mut().0 = lot.clone(),
+            btree_map::Entry::Vacant(v) => {
+                v.insert((lot.clone(), before));
+            }
+        }
     }
     for record in &entry.records {
         m.records.insert(record.id.clone(), record.clone());
@@ -945,29 +954,15 @@ async fn write_all(
         p_ruleset.push(key_of(p.ruleset.as_ref())?);
         p_at.push(p.time);
     }
-    // lots
-    let n = writes.lots.len();
-    let mut l_key = Vec::with_capacity(n);
-    let mut l_id = Vec::with_capacity(n);
-    let mut l_earned = Vec::with_capacity(n);
-    let mut l_avail = Vec::with_capacity(n);
-    let mut l_expires = Vec::with_capacity(n);
-    let mut l_status = Vec::with_capacity(n);
-    let mut l_granted = Vec::with_capacity(n);
-    let mut l_remaining = Vec::with_capacity(n);
-    let mut l_expired = Vec::with_capacity(n);
-    let mut l_forgiven = Vec::with_capacity(n);
-    for ((key, id), lot) in &writes.lots {
-        l_key.push(*key);
-        l_id.push(id.as_str());
-        l_earned.push(lot.earned_at);
-        l_avail.push(lot.available_at);
-        l_expires.push(lot.expires_at);
-        l_status.push(lot_status_str(lot.status));
-        l_granted.push(lot.granted.get());
-        l_remaining.push(lot.remaining.get());
-        l_expired.push(lot.expired.get());
-        l_forgiven.push(lot.expired_forgiven.get());
+    // lots: new ones inserted, changed ones updated
+    let mut new_lots = LotColumns::default();
+    let mut changed_lots = LotColumns::default();
+    for ((key, _), (lot, stored)) in &writes.lots {
+        match stored {
+            None => new_lots.push(*key, lot),
+            Some(stored) if stored != lot => changed_lots.push(*key, lot),
+            Some(_) => {}
+        }
     }
     // counters
     let n = writes.counters.len();
@@ -1076,7 +1071,8 @@ async fn write_all(
         s_inbox,
         s_records,
         s_postings,
-        s_lots,
+        s_new_lots,
+        s_changed_lots,
         s_counters,
         s_members,
         s_budgets,
@@ -1086,7 +1082,8 @@ async fn write_all(
         tx.prepare_cached(&sql.insert_inbox),
         tx.prepare_cached(&sql.update_records),
         tx.prepare_cached(&sql.insert_postings),
-        tx.prepare_cached(&sql.upsert_lots),
+        tx.prepare_cached(&sql.insert_lots),
+        tx.prepare_cached(&sql.update_lots),
         tx.prepare_cached(&sql.add_counters),
         tx.prepare_cached(&sql.update_members),
         tx.prepare_cached(&sql.update_budgets),
@@ -1102,7 +1099,8 @@ async fn write_all(
         inbox_rows,
         records_n,
         postings_n,
-        lots_n,
+        new_lots_n,
+        changed_lots_n,
         counters_n,
         members_n,
         budget_rows,
@@ -1160,28 +1158,8 @@ async fn write_all(
                 .await
             }
         },
-        async {
-            if l_key.is_empty() {
-                Ok(0)
-            } else {
-                tx.execute(
-                    &s_lots,
-                    &[
-                        &l_key,
-                        &l_id,
-                        &l_earned,
-                        &l_avail,
-                        &l_expires,
-                        &l_status,
-                        &l_granted,
-                        &l_remaining,
-                        &l_expired,
-                        &l_forgiven,
-                    ],
-                )
-                .await
-            }
-        },
+        new_lots.execute(tx, &s_new_lots),
+        changed_lots.execute(tx, &s_changed_lots),
         async {
             if c_key.is_empty() {
                 Ok(0)
@@ -1253,7 +1231,8 @@ async fn write_all(
     let records_n = records_n.map_err(&w)?;
     let members_n = members_n.map_err(&w)?;
     let budget_rows = budget_rows.map_err(&w)?;
-    for n in [postings_n, lots_n, counters_n, events_n, outbox_n] {
+    let changed_lots_n = changed_lots_n.map_err(&w)?;
+    for n in [postings_n, new_lots_n, counters_n, events_n, outbox_n] {
         n.map_err(&w)?;
     }
 
@@ -1269,6 +1248,12 @@ async fn write_all(
             format!("{records_n} of {} records found", r_id.len()),
         )));
     }
+    if changed_lots_n != changed_lots.key.len() as u64 {
+        return Err(UnitError::Pg(PgError::corrupt(
+            "update lots",
+            format!("{changed_lots_n} of {} lots found", changed_lots.key.len()),
+        )));
+    }
     if budget_rows.len() != b_name.len() {
         return Err(UnitError::Pg(PgError::corrupt(
             "update budgets",
@@ -1276,4 +1261,62 @@ async fn write_all(
         )));
     }
     Ok(())
+}
+
+/// Lots as columns for one multi-row statement (`insert_lots`,
+/// `update_lots`: the same parameters).
+#[derive(Default)]
+struct LotColumns<'a> {
+    key: Vec<i64>,
+    id: Vec<&'a str>,
+    earned: Vec<DateTime<Utc>>,
+    available_at: Vec<Option<DateTime<Utc>>>,
+    expires: Vec<Option<DateTime<Utc>>>,
+    status: Vec<&'static str>,
+    granted: Vec<i64>,
+    remaining: Vec<i64>,
+    expired: Vec<i64>,
+    forgiven: Vec<i64>,
+}
+
+impl<'a> LotColumns<'a> {
+    fn push(&mut self, key: i64, lot: &'a Lot) {
+        self.key.push(key);
+        self.id.push(lot.id.as_str());
+        self.earned.push(lot.earned_at);
+        self.available_at.push(lot.available_at);
+        self.expires.push(lot.expires_at);
+        self.status.push(lot_status_str(lot.status));
+        self.granted.push(lot.granted.get());
+        self.remaining.push(lot.remaining.get());
+        self.expired.push(lot.expired.get());
+        self.forgiven.push(lot.expired_forgiven.get());
+    }
+
+    /// Runs `statement` over the columns (nothing when there are none).
+    async fn execute(
+        &self,
+        tx: &Transaction,
+        statement: &tokio_postgres::Statement,
+    ) -> Result<u64, tokio_postgres::Error> {
+        if self.key.is_empty() {
+            return Ok(0);
+        }
+        tx.execute(
+            statement,
+            &[
+                &self.key,
+                &self.id,
+                &self.earned,
+                &self.available_at,
+                &self.expires,
+                &self.status,
+                &self.granted,
+                &self.remaining,
+                &self.expired,
+                &self.forgiven,
+            ],
+        )
+        .await
+    }
 }
