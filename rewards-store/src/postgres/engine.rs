@@ -6,15 +6,19 @@
 //! with multi-row statements.
 //!
 //! Round trips per unit, whatever its size: `BEGIN`; one pipelined burst of
-//! loads (ensure and lock the members in id order, inbox rows, originals,
-//! ensure and lock the budgets in name order); one more for lots when a
-//! command needs them; one pipelined burst of writes; `COMMIT`.
+//! loads (lock the existing members in id order, inbox rows, originals,
+//! ensure and lock the budgets in name order); one more to insert the
+//! members that did not exist, only when there are some; one more for lots
+//! when a command needs them; one pipelined burst of writes; `COMMIT`.
 //!
-//! Locks are always taken members first (sorted by id), then budgets
-//! (sorted by name), so units never deadlock on the rows they load; a
-//! refund returning points to a budget it did not lock may still meet a
-//! deadlock, which PostgreSQL breaks and the caller retries
-//! ([`PgError::Retry`]).
+//! Locks are always taken existing members first (sorted by id), then
+//! budgets (sorted by name), so units never deadlock on the rows they load.
+//! New member rows come last, inserted in id order: an insert waits only on
+//! another unit inserting the same id, and that unit (past its loads) waits
+//! on nothing this one holds; a member another unit created meanwhile makes
+//! the unit run again. A refund returning points to a budget it did not
+//! lock may still meet a deadlock, which PostgreSQL breaks and the caller
+//! retries ([`PgError::Retry`]).
 
 use chrono::{DateTime, Utc};
 use deadpool_postgres::Client as Transaction;
@@ -289,8 +293,7 @@ async fn unit_in(
     budget_names.dedup();
 
     // ---- loads: one pipelined burst ----
-    let (ensure_m, lock_m, inbox_q, orig_q, lapsed_q, ensure_b, lock_b) = tokio::try_join!(
-        tx.prepare_cached(&sql.ensure_members),
+    let (lock_m, inbox_q, orig_q, lapsed_q, ensure_b, lock_b) = tokio::try_join!(
         tx.prepare_cached(&sql.lock_members),
         tx.prepare_cached(&sql.inbox_rows),
         tx.prepare_cached(&sql.original_rows),
@@ -301,10 +304,9 @@ async fn unit_in(
     .map_err(pg("prepare loads"))?;
     // BEGIN goes first in the same pipeline (futures are first polled in
     // order, and each sends its request on that first poll).
-    let ((), created_rows, member_rows, inbox_rows, original_rows, lapsed_rows, _, budget_rows) =
+    let ((), mut member_rows, inbox_rows, original_rows, lapsed_rows, _, budget_rows) =
         tokio::try_join!(
             async { tx.batch_execute("BEGIN").await },
-            async { tx.query(&ensure_m, &[&member_ids]).await },
             async { tx.query(&lock_m, &[&member_ids]).await },
             async {
                 if request_ids.is_empty() {
@@ -343,11 +345,44 @@ async fn unit_in(
         )
         .map_err(pg("load member state"))?;
 
-    // Members this unit created: dropped again at the end unless an entry
-    // was written for them (a refused request leaves no member behind).
-    let mut created: Vec<i64> = Vec::with_capacity(created_rows.len());
-    for row in &created_rows {
-        created.push(row.try_get(0).map_err(pg("read new member key"))?);
+    // Members that do not exist yet are created (one more round trip, only
+    // then): most members of a unit exist, and locking them first spares a
+    // speculative insert per member. Created after the existing ones are
+    // locked, in id order; a new row is locked by its own insert.
+    let mut created: Vec<i64> = Vec::new();
+    if member_rows.len() < member_ids.len() {
+        let mut found: Vec<&str> = Vec::with_capacity(member_rows.len());
+        for row in &member_rows {
+            found.push(row.try_get(1).map_err(pg("read member id"))?);
+        }
+        found.sort_unstable();
+        let missing: Vec<&str> = member_ids
+            .iter()
+            .copied()
+            .filter(|id| found.binary_search(id).is_err())
+            .collect();
+        let insert = tx
+            .prepare_cached(&sql.insert_members)
+            .await
+            .map_err(pg("prepare insert members"))?;
+        let new_rows = tx
+            .query(&insert, &[&missing])
+            .await
+            .map_err(pg("insert members"))?;
+        if new_rows.len() != missing.len() {
+            // Created by another unit since the lock: run again (it will
+            // be locked in order with the others).
+            return Err(UnitError::Pg(PgError::Retry {
+                context: "insert members",
+                detail: "a member was created concurrently".into(),
+            }));
+        }
+        // Dropped again at the end unless an entry was written for them (a
+        // refused request leaves no member behind).
+        for row in &new_rows {
+            created.push(row.try_get(0).map_err(pg("read new member key"))?);
+        }
+        member_rows.extend(new_rows);
     }
     let mut members: HashMap<MemberId, Member> = HashMap::with_capacity(member_rows.len());
     let mut by_key: HashMap<i64, MemberId> = HashMap::with_capacity(member_rows.len());

@@ -9,7 +9,7 @@
 #[derive(Debug)]
 pub(crate) struct Sql {
     // ---- load (inside the unit's transaction) ----
-    pub ensure_members: String,
+    pub insert_members: String,
     pub drop_new_members: String,
     pub lock_members: String,
     pub inbox_rows: String,
@@ -62,10 +62,15 @@ impl Sql {
     /// The statements of `s` (a validated schema name).
     pub(crate) fn new(s: &str) -> Sql {
         Sql {
-            ensure_members: format!(
+            // The members the lock found missing, as `lock_members` returns
+            // rows; one created meanwhile by another unit is not returned
+            // (the unit then runs again and locks it).
+            insert_members: format!(
                 "INSERT INTO {s}.members (member_id) \
                  SELECT id FROM unnest($1::text[]) AS u(id) ORDER BY id \
-                 ON CONFLICT (member_id) DO NOTHING RETURNING member_key"
+                 ON CONFLICT (member_id) DO NOTHING \
+                 RETURNING member_key, member_id, version, posting_seq, available, pending, \
+                           tier, tier_since, scheduled_tier"
             ),
             drop_new_members: format!(
                 "DELETE FROM {s}.members WHERE member_key = ANY($1::bigint[]) AND version = 0"
