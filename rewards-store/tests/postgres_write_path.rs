@@ -3,6 +3,8 @@
 //! members are locked when they exist and inserted only when they do not —
 //! across rounds and with several writers creating the same members.
 
+#![allow(clippy::unwrap_used)]
+
 mod postgres_support;
 
 use std::sync::Arc;
@@ -28,7 +30,13 @@ fn earn(tx_id: &str, m: &MemberId, amount: &str, day: i64, points: i64) -> (Tran
     (t, o)
 }
 
-fn refund(tx_id: &str, m: &MemberId, amount: &str, day: i64, original: &str) -> (Transaction, Outcome) {
+fn refund(
+    tx_id: &str,
+    m: &MemberId,
+    amount: &str,
+    day: i64,
+    original: &str,
+) -> (Transaction, Outcome) {
     let t = referring(
         TxKind::Refund,
         &id(tx_id),
@@ -120,8 +128,16 @@ async fn a_unit_updates_stored_lots_and_inserts_its_new_ones() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_member_created_in_one_round_is_found_in_the_next() {
     let t = PgTest::new().await;
-    let (n, o, q, r) = (member("wp-n"), member("wp-o"), member("wp-q"), member("wp-r"));
-    let round1 = vec![earn("wp-n1", &n, "5.00", 0, 5), earn("wp-o1", &o, "3.00", 0, 3)];
+    let (n, o, q, r) = (
+        member("wp-n"),
+        member("wp-o"),
+        member("wp-q"),
+        member("wp-r"),
+    );
+    let round1 = vec![
+        earn("wp-n1", &n, "5.00", 0, 5),
+        earn("wp-o1", &o, "3.00", 0, 3),
+    ];
     let round2 = vec![
         earn("wp-q1", &q, "4.00", 1, 4),
         earn("wp-n2", &n, "6.00", 1, 6),
@@ -137,8 +153,14 @@ async fn a_member_created_in_one_round_is_found_in_the_next() {
         .map(|r| r.as_ref().ok().map(|r| r.version))
         .collect();
     assert_eq!(versions, [Some(1), Some(2), None, Some(2)]);
-    assert_eq!(t.store.balance(&n).await.unwrap().balances.available.get(), 11);
-    assert_eq!(t.store.balance(&o).await.unwrap().balances.available.get(), 10);
+    assert_eq!(
+        t.store.balance(&n).await.unwrap().balances.available.get(),
+        11
+    );
+    assert_eq!(
+        t.store.balance(&o).await.unwrap().balances.available.get(),
+        10
+    );
 
     let client = t.schema.client().await;
     let s = t.schema.schema();

@@ -1146,7 +1146,10 @@ async fn write_all(
         members_n,
         budget_rows,
     ) = tokio::join!(
-        async { tx.batch_execute("SET LOCAL plan_cache_mode = force_generic_plan").await },
+        async {
+            tx.batch_execute("SET LOCAL plan_cache_mode = force_generic_plan")
+                .await
+        },
         async {
             if i_id.is_empty() {
                 Ok(0)
@@ -1217,7 +1220,10 @@ async fn write_all(
                 tx.execute(&s_outbox, &[&o_key, &o_seq]).await
             }
         },
-        async { tx.batch_execute("SET LOCAL plan_cache_mode = force_custom_plan").await },
+        async {
+            tx.batch_execute("SET LOCAL plan_cache_mode = force_custom_plan")
+                .await
+        },
         async {
             if r_id.is_empty() {
                 Ok(0)
