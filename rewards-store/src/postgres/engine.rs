@@ -6,15 +6,19 @@
 //! with multi-row statements.
 //!
 //! Round trips per unit, whatever its size: `BEGIN`; one pipelined burst of
-//! loads (ensure and lock the members in id order, inbox rows, originals,
-//! ensure and lock the budgets in name order); one more for lots when a
-//! command needs them; one pipelined burst of writes; `COMMIT`.
+//! loads (lock the existing members in id order, inbox rows, originals,
+//! ensure and lock the budgets in name order); one more to insert the
+//! members that did not exist, only when there are some; one more for lots
+//! when a command needs them; one pipelined burst of writes; `COMMIT`.
 //!
-//! Locks are always taken members first (sorted by id), then budgets
-//! (sorted by name), so units never deadlock on the rows they load; a
-//! refund returning points to a budget it did not lock may still meet a
-//! deadlock, which PostgreSQL breaks and the caller retries
-//! ([`PgError::Retry`]).
+//! Locks are always taken existing members first (sorted by id), then
+//! budgets (sorted by name), so units never deadlock on the rows they load.
+//! New member rows come last, inserted in id order: an insert waits only on
+//! another unit inserting the same id, and that unit (past its loads) waits
+//! on nothing this one holds; a member another unit created meanwhile makes
+//! the unit run again. A refund returning points to a budget it did not
+//! lock may still meet a deadlock, which PostgreSQL breaks and the caller
+//! retries ([`PgError::Retry`]).
 
 use chrono::{DateTime, Utc};
 use deadpool_postgres::Client as Transaction;
@@ -26,7 +30,7 @@ use rewards_core::ledger::{
 use rewards_core::{MemberId, Points, RulesetStamp, TxId, TxKind};
 use rust_decimal::Decimal;
 use serde_json::Value;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{btree_map, BTreeMap, HashMap};
 use std::sync::Arc;
 use tokio_postgres::Row;
 
@@ -89,7 +93,9 @@ struct Writes {
     inbox: Vec<(TxId, i64, [u8; 32], Receipt)>,
     records: BTreeMap<TxId, (i64, TxRecord)>,
     postings: Vec<(i64, rewards_core::ledger::Posting)>,
-    lots: BTreeMap<(i64, TxId), Lot>,
+    /// Each lot the unit changed: as it is now, and as stored before the
+    /// unit (`None`: created by the unit, inserted).
+    lots: BTreeMap<(i64, TxId), (Lot, Option<Lot>)>,
     counters: BTreeMap<(i64, Arc<str>, String), Decimal>,
     budgets: BTreeMap<Arc<str>, (i64, Option<i64>)>,
     events: Vec<StoredEvent>,
@@ -287,8 +293,7 @@ async fn unit_in(
     budget_names.dedup();
 
     // ---- loads: one pipelined burst ----
-    let (ensure_m, lock_m, inbox_q, orig_q, lapsed_q, ensure_b, lock_b) = tokio::try_join!(
-        tx.prepare_cached(&sql.ensure_members),
+    let (lock_m, inbox_q, orig_q, lapsed_q, ensure_b, lock_b) = tokio::try_join!(
         tx.prepare_cached(&sql.lock_members),
         tx.prepare_cached(&sql.inbox_rows),
         tx.prepare_cached(&sql.original_rows),
@@ -299,10 +304,9 @@ async fn unit_in(
     .map_err(pg("prepare loads"))?;
     // BEGIN goes first in the same pipeline (futures are first polled in
     // order, and each sends its request on that first poll).
-    let ((), created_rows, member_rows, inbox_rows, original_rows, lapsed_rows, _, budget_rows) =
+    let ((), mut member_rows, inbox_rows, original_rows, lapsed_rows, _, budget_rows) =
         tokio::try_join!(
             async { tx.batch_execute("BEGIN").await },
-            async { tx.query(&ensure_m, &[&member_ids]).await },
             async { tx.query(&lock_m, &[&member_ids]).await },
             async {
                 if request_ids.is_empty() {
@@ -341,11 +345,44 @@ async fn unit_in(
         )
         .map_err(pg("load member state"))?;
 
-    // Members this unit created: dropped again at the end unless an entry
-    // was written for them (a refused request leaves no member behind).
-    let mut created: Vec<i64> = Vec::with_capacity(created_rows.len());
-    for row in &created_rows {
-        created.push(row.try_get(0).map_err(pg("read new member key"))?);
+    // Members that do not exist yet are created (one more round trip, only
+    // then): most members of a unit exist, and locking them first spares a
+    // speculative insert per member. Created after the existing ones are
+    // locked, in id order; a new row is locked by its own insert.
+    let mut created: Vec<i64> = Vec::new();
+    if member_rows.len() < member_ids.len() {
+        let mut found: Vec<&str> = Vec::with_capacity(member_rows.len());
+        for row in &member_rows {
+            found.push(row.try_get(1).map_err(pg("read member id"))?);
+        }
+        found.sort_unstable();
+        let missing: Vec<&str> = member_ids
+            .iter()
+            .copied()
+            .filter(|id| found.binary_search(id).is_err())
+            .collect();
+        let insert = tx
+            .prepare_cached(&sql.insert_members)
+            .await
+            .map_err(pg("prepare insert members"))?;
+        let new_rows = tx
+            .query(&insert, &[&missing])
+            .await
+            .map_err(pg("insert members"))?;
+        if new_rows.len() != missing.len() {
+            // Created by another unit since the lock: run again (it will
+            // be locked in order with the others).
+            return Err(UnitError::Pg(PgError::Retry {
+                context: "insert members",
+                detail: "a member was created concurrently".into(),
+            }));
+        }
+        // Dropped again at the end unless an entry was written for them (a
+        // refused request leaves no member behind).
+        for row in &new_rows {
+            created.push(row.try_get(0).map_err(pg("read new member key"))?);
+        }
+        member_rows.extend(new_rows);
     }
     let mut members: HashMap<MemberId, Member> = HashMap::with_capacity(member_rows.len());
     let mut by_key: HashMap<i64, MemberId> = HashMap::with_capacity(member_rows.len());
@@ -699,8 +736,15 @@ fn apply_one(
     m.record = entry.member.clone();
     m.changed = true;
     for lot in &entry.lots {
-        m.lots.insert(lot.id.clone(), lot.clone());
-        writes.lots.insert((key, lot.id.clone()), lot.clone());
+        // On a lot's first change in the unit, what `m.lots` held is what
+        // the database holds: nothing for a new lot.
+        let before = m.lots.insert(lot.id.clone(), lot.clone());
+        match writes.lots.entry((key, lot.id.clone())) {
+            btree_map::Entry::Occupied(mut o) => o.get_mut().0 = lot.clone(),
+            btree_map::Entry::Vacant(v) => {
+                v.insert((lot.clone(), before));
+            }
+        }
     }
     for record in &entry.records {
         m.records.insert(record.id.clone(), record.clone());
@@ -945,29 +989,15 @@ async fn write_all(
         p_ruleset.push(key_of(p.ruleset.as_ref())?);
         p_at.push(p.time);
     }
-    // lots
-    let n = writes.lots.len();
-    let mut l_key = Vec::with_capacity(n);
-    let mut l_id = Vec::with_capacity(n);
-    let mut l_earned = Vec::with_capacity(n);
-    let mut l_avail = Vec::with_capacity(n);
-    let mut l_expires = Vec::with_capacity(n);
-    let mut l_status = Vec::with_capacity(n);
-    let mut l_granted = Vec::with_capacity(n);
-    let mut l_remaining = Vec::with_capacity(n);
-    let mut l_expired = Vec::with_capacity(n);
-    let mut l_forgiven = Vec::with_capacity(n);
-    for ((key, id), lot) in &writes.lots {
-        l_key.push(*key);
-        l_id.push(id.as_str());
-        l_earned.push(lot.earned_at);
-        l_avail.push(lot.available_at);
-        l_expires.push(lot.expires_at);
-        l_status.push(lot_status_str(lot.status));
-        l_granted.push(lot.granted.get());
-        l_remaining.push(lot.remaining.get());
-        l_expired.push(lot.expired.get());
-        l_forgiven.push(lot.expired_forgiven.get());
+    // lots: new ones inserted, changed ones updated
+    let mut new_lots = LotColumns::default();
+    let mut changed_lots = LotColumns::default();
+    for ((key, _), (lot, stored)) in &writes.lots {
+        match stored {
+            None => new_lots.push(*key, lot),
+            Some(stored) if stored != lot => changed_lots.push(*key, lot),
+            Some(_) => {}
+        }
     }
     // counters
     let n = writes.counters.len();
@@ -1076,7 +1106,8 @@ async fn write_all(
         s_inbox,
         s_records,
         s_postings,
-        s_lots,
+        s_new_lots,
+        s_changed_lots,
         s_counters,
         s_members,
         s_budgets,
@@ -1086,7 +1117,8 @@ async fn write_all(
         tx.prepare_cached(&sql.insert_inbox),
         tx.prepare_cached(&sql.update_records),
         tx.prepare_cached(&sql.insert_postings),
-        tx.prepare_cached(&sql.upsert_lots),
+        tx.prepare_cached(&sql.insert_lots),
+        tx.prepare_cached(&sql.update_lots),
         tx.prepare_cached(&sql.add_counters),
         tx.prepare_cached(&sql.update_members),
         tx.prepare_cached(&sql.update_budgets),
@@ -1097,18 +1129,27 @@ async fn write_all(
 
     // Every result is awaited, then the inbox insert's looked at first: its
     // error is the cause when later statements only report the aborted
-    // transaction.
+    // transaction. The plain inserts run on generic plans (their plan never
+    // depends on the data, and planning each execution cost ~10% of their
+    // server time); the statements that join a table stay on custom plans.
     let (
+        generic,
         inbox_rows,
-        records_n,
         postings_n,
-        lots_n,
+        new_lots_n,
         counters_n,
-        members_n,
-        budget_rows,
         events_n,
         outbox_n,
+        custom,
+        records_n,
+        changed_lots_n,
+        members_n,
+        budget_rows,
     ) = tokio::join!(
+        async {
+            tx.batch_execute("SET LOCAL plan_cache_mode = force_generic_plan")
+                .await
+        },
         async {
             if i_id.is_empty() {
                 Ok(0)
@@ -1119,17 +1160,6 @@ async fn write_all(
                         &i_id, &i_key, &i_fp, &i_receipt, &i_record, &i_status, &i_lapse,
                         &i_ruleset,
                     ],
-                )
-                .await
-            }
-        },
-        async {
-            if r_id.is_empty() {
-                Ok(0)
-            } else {
-                tx.execute(
-                    &s_records,
-                    &[&r_id, &r_key, &r_record, &r_status, &r_lapse, &r_ruleset],
                 )
                 .await
             }
@@ -1160,28 +1190,7 @@ async fn write_all(
                 .await
             }
         },
-        async {
-            if l_key.is_empty() {
-                Ok(0)
-            } else {
-                tx.execute(
-                    &s_lots,
-                    &[
-                        &l_key,
-                        &l_id,
-                        &l_earned,
-                        &l_avail,
-                        &l_expires,
-                        &l_status,
-                        &l_granted,
-                        &l_remaining,
-                        &l_expired,
-                        &l_forgiven,
-                    ],
-                )
-                .await
-            }
-        },
+        new_lots.execute(tx, &s_new_lots),
         async {
             if c_key.is_empty() {
                 Ok(0)
@@ -1190,6 +1199,43 @@ async fn write_all(
                     .await
             }
         },
+        async {
+            if e_key.is_empty() {
+                Ok(0)
+            } else {
+                tx.execute(
+                    &s_events,
+                    &[
+                        &e_key, &e_seq, &e_source, &e_kind, &e_at, &e_da, &e_dp, &e_body,
+                        &e_ruleset, &e_tier, &e_first, &e_count,
+                    ],
+                )
+                .await
+            }
+        },
+        async {
+            if o_key.is_empty() {
+                Ok(0)
+            } else {
+                tx.execute(&s_outbox, &[&o_key, &o_seq]).await
+            }
+        },
+        async {
+            tx.batch_execute("SET LOCAL plan_cache_mode = force_custom_plan")
+                .await
+        },
+        async {
+            if r_id.is_empty() {
+                Ok(0)
+            } else {
+                tx.execute(
+                    &s_records,
+                    &[&r_id, &r_key, &r_record, &r_status, &r_lapse, &r_ruleset],
+                )
+                .await
+            }
+        },
+        changed_lots.execute(tx, &s_changed_lots),
         async {
             tx.execute(
                 &s_members,
@@ -1215,27 +1261,6 @@ async fn write_all(
                 tx.query(&s_budgets, &[&b_name, &b_delta, &b_lim]).await
             }
         },
-        async {
-            if e_key.is_empty() {
-                Ok(0)
-            } else {
-                tx.execute(
-                    &s_events,
-                    &[
-                        &e_key, &e_seq, &e_source, &e_kind, &e_at, &e_da, &e_dp, &e_body,
-                        &e_ruleset, &e_tier, &e_first, &e_count,
-                    ],
-                )
-                .await
-            }
-        },
-        async {
-            if o_key.is_empty() {
-                Ok(0)
-            } else {
-                tx.execute(&s_outbox, &[&o_key, &o_seq]).await
-            }
-        },
     );
     // A plain insert (no speculative `ON CONFLICT`, cheaper): a request id
     // taken meanwhile by another member's unit (whose row the loads could
@@ -1250,10 +1275,13 @@ async fn write_all(
         }
     })?;
     let w = pg("write entries");
+    generic.map_err(&w)?;
+    custom.map_err(&w)?;
     let records_n = records_n.map_err(&w)?;
     let members_n = members_n.map_err(&w)?;
     let budget_rows = budget_rows.map_err(&w)?;
-    for n in [postings_n, lots_n, counters_n, events_n, outbox_n] {
+    let changed_lots_n = changed_lots_n.map_err(&w)?;
+    for n in [postings_n, new_lots_n, counters_n, events_n, outbox_n] {
         n.map_err(&w)?;
     }
 
@@ -1269,6 +1297,12 @@ async fn write_all(
             format!("{records_n} of {} records found", r_id.len()),
         )));
     }
+    if changed_lots_n != changed_lots.key.len() as u64 {
+        return Err(UnitError::Pg(PgError::corrupt(
+            "update lots",
+            format!("{changed_lots_n} of {} lots found", changed_lots.key.len()),
+        )));
+    }
     if budget_rows.len() != b_name.len() {
         return Err(UnitError::Pg(PgError::corrupt(
             "update budgets",
@@ -1276,4 +1310,62 @@ async fn write_all(
         )));
     }
     Ok(())
+}
+
+/// Lots as columns for one multi-row statement (`insert_lots`,
+/// `update_lots`: the same parameters).
+#[derive(Default)]
+struct LotColumns<'a> {
+    key: Vec<i64>,
+    id: Vec<&'a str>,
+    earned: Vec<DateTime<Utc>>,
+    available_at: Vec<Option<DateTime<Utc>>>,
+    expires: Vec<Option<DateTime<Utc>>>,
+    status: Vec<&'static str>,
+    granted: Vec<i64>,
+    remaining: Vec<i64>,
+    expired: Vec<i64>,
+    forgiven: Vec<i64>,
+}
+
+impl<'a> LotColumns<'a> {
+    fn push(&mut self, key: i64, lot: &'a Lot) {
+        self.key.push(key);
+        self.id.push(lot.id.as_str());
+        self.earned.push(lot.earned_at);
+        self.available_at.push(lot.available_at);
+        self.expires.push(lot.expires_at);
+        self.status.push(lot_status_str(lot.status));
+        self.granted.push(lot.granted.get());
+        self.remaining.push(lot.remaining.get());
+        self.expired.push(lot.expired.get());
+        self.forgiven.push(lot.expired_forgiven.get());
+    }
+
+    /// Runs `statement` over the columns (nothing when there are none).
+    async fn execute(
+        &self,
+        tx: &Transaction,
+        statement: &tokio_postgres::Statement,
+    ) -> Result<u64, tokio_postgres::Error> {
+        if self.key.is_empty() {
+            return Ok(0);
+        }
+        tx.execute(
+            statement,
+            &[
+                &self.key,
+                &self.id,
+                &self.earned,
+                &self.available_at,
+                &self.expires,
+                &self.status,
+                &self.granted,
+                &self.remaining,
+                &self.expired,
+                &self.forgiven,
+            ],
+        )
+        .await
+    }
 }

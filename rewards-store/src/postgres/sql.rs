@@ -9,7 +9,7 @@
 #[derive(Debug)]
 pub(crate) struct Sql {
     // ---- load (inside the unit's transaction) ----
-    pub ensure_members: String,
+    pub insert_members: String,
     pub drop_new_members: String,
     pub lock_members: String,
     pub inbox_rows: String,
@@ -25,7 +25,8 @@ pub(crate) struct Sql {
     pub insert_inbox: String,
     pub update_records: String,
     pub insert_postings: String,
-    pub upsert_lots: String,
+    pub insert_lots: String,
+    pub update_lots: String,
     pub add_counters: String,
     pub update_members: String,
     pub update_budgets: String,
@@ -61,10 +62,15 @@ impl Sql {
     /// The statements of `s` (a validated schema name).
     pub(crate) fn new(s: &str) -> Sql {
         Sql {
-            ensure_members: format!(
+            // The members the lock found missing, as `lock_members` returns
+            // rows; one created meanwhile by another unit is not returned
+            // (the unit then runs again and locks it).
+            insert_members: format!(
                 "INSERT INTO {s}.members (member_id) \
                  SELECT id FROM unnest($1::text[]) AS u(id) ORDER BY id \
-                 ON CONFLICT (member_id) DO NOTHING RETURNING member_key"
+                 ON CONFLICT (member_id) DO NOTHING \
+                 RETURNING member_key, member_id, version, posting_seq, available, pending, \
+                           tier, tier_since, scheduled_tier"
             ),
             drop_new_members: format!(
                 "DELETE FROM {s}.members WHERE member_key = ANY($1::bigint[]) AND version = 0"
@@ -166,17 +172,28 @@ impl Sql {
                         $5::text[], $6::int[], $7::text[], $8::bigint[], $9::bigint[], \
                         $10::bigint[], $11::bigint[], $12::text[], $13::int[], $14::timestamptz[])"
             ),
-            upsert_lots: format!(
+            // New lots (created by the unit) by a plain insert, lots that
+            // were loaded and changed by an update: the speculative
+            // insertion of an upsert cost an index probe and an extra WAL
+            // record per row.
+            insert_lots: format!(
                 "INSERT INTO {s}.lots (member_key, id, earned_at, available_at, expires_at, status, \
                         granted, remaining, expired, expired_forgiven) \
                  SELECT * FROM unnest($1::bigint[], $2::text[], $3::timestamptz[], \
                         $4::timestamptz[], $5::timestamptz[], $6::text[], $7::bigint[], \
-                        $8::bigint[], $9::bigint[], $10::bigint[]) \
-                 ON CONFLICT (member_key, id) DO UPDATE SET \
-                    earned_at = EXCLUDED.earned_at, available_at = EXCLUDED.available_at, \
-                    expires_at = EXCLUDED.expires_at, status = EXCLUDED.status, \
-                    granted = EXCLUDED.granted, remaining = EXCLUDED.remaining, \
-                    expired = EXCLUDED.expired, expired_forgiven = EXCLUDED.expired_forgiven"
+                        $8::bigint[], $9::bigint[], $10::bigint[])"
+            ),
+            update_lots: format!(
+                "UPDATE {s}.lots l SET earned_at = u.earned_at, available_at = u.available_at, \
+                        expires_at = u.expires_at, status = u.status, granted = u.granted, \
+                        remaining = u.remaining, expired = u.expired, \
+                        expired_forgiven = u.expired_forgiven \
+                 FROM unnest($1::bigint[], $2::text[], $3::timestamptz[], $4::timestamptz[], \
+                        $5::timestamptz[], $6::text[], $7::bigint[], $8::bigint[], $9::bigint[], \
+                        $10::bigint[]) \
+                      AS u(member_key, id, earned_at, available_at, expires_at, status, granted, \
+                           remaining, expired, expired_forgiven) \
+                 WHERE l.member_key = u.member_key AND l.id = u.id"
             ),
             add_counters: format!(
                 "INSERT INTO {s}.counters AS c (member_key, name, window_key, value) \
