@@ -30,7 +30,7 @@
 //!
 //! `REWARDS_LOAD_WORKERS` (pipeline workers, default 4),
 //! `REWARDS_LOAD_PG_POOL` (PostgreSQL connections, default 8),
-//! `REWARDS_LOAD_LINGER_MS` (the producer's `linger.ms`, default 0) and
+//! `REWARDS_LOAD_LINGER_MS` (the producer's `linger.ms`, default 5) and
 //! `REWARDS_LOAD_COMMIT_MS` (the source's offset commit interval, default
 //! 100) change the full mode's settings. Each latency report also gives
 //! p50/p95 per 10 s of sending, which shows a latency growing over the run.
@@ -417,14 +417,15 @@ mod full {
     }
 
     /// The load's producer (both phases): `REWARDS_LOAD_LINGER_MS` (default
-    /// 0) lets records share a batch. tansu's in-memory engine lists every
-    /// batch of a partition on each fetch, so fewer, fuller batches keep its
-    /// fetches from slowing down as the topic grows (see docs/performance.md).
+    /// 5, librdkafka's own default) lets records share a batch. tansu's
+    /// in-memory engine lists every batch of a partition on each fetch, so
+    /// one record per batch (`linger.ms=0`, used up to session 5) makes its
+    /// fetches slow down as the topic grows (see docs/performance.md).
     fn producer(brokers: &str) -> Result<FutureProducer, Error> {
         Ok(ClientConfig::new()
             .set("bootstrap.servers", brokers)
             .set("acks", "all")
-            .set("linger.ms", env_or("REWARDS_LOAD_LINGER_MS", 0).to_string())
+            .set("linger.ms", env_or("REWARDS_LOAD_LINGER_MS", 5).to_string())
             .create()?)
     }
 
