@@ -32,7 +32,7 @@
 //! `REWARDS_LOAD_PG_POOL` (PostgreSQL connections, default 8),
 //! `REWARDS_LOAD_LINGER_MS` (the producer's `linger.ms`, default 5) and
 //! `REWARDS_LOAD_COMMIT_MS` (the source's offset commit interval, default
-//! 100) change the full mode's settings. Each latency report also gives
+//! `KafkaConfig`'s 1 s) change the full mode's settings. Each latency report also gives
 //! p50/p95 per 10 s of sending, which shows a latency growing over the run.
 //!
 //! Latencies are exact (each message's send instant against the instant
@@ -592,8 +592,9 @@ mod full {
     ) -> Result<Duration, Error> {
         let metrics = pipeline.metrics().clone();
         let mut config = KafkaConfig::new(brokers, &unique_ident("load_group"), topic);
-        config.commit_interval =
-            Duration::from_millis(env_or("REWARDS_LOAD_COMMIT_MS", 100).max(1));
+        if let Ok(ms) = std::env::var("REWARDS_LOAD_COMMIT_MS") {
+            config.commit_interval = Duration::from_millis(ms.parse::<u64>()?.max(1));
+        }
         let mut source = KafkaSource::new(config, metrics.clone())?;
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let running = tokio::spawn(async move {

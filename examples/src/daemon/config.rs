@@ -376,7 +376,7 @@ impl Default for KafkaSettings {
             topic: "transactions".into(),
             dead_letter_topic: "transactions.dlq".into(),
             outcomes_topic: String::new(),
-            commit_interval_ms: 100,
+            commit_interval_ms: 1000,
             create_topics: None,
             settings: BTreeMap::new(),
         }
