@@ -6,6 +6,8 @@
 //! and Redis equals PostgreSQL. An interrupted run removes what it made.
 //! The full day (10 million) is `scripts/day.sh`. No timing is asserted.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
