@@ -517,33 +517,26 @@ async fn run(args: Args) -> Result<bool, BoxError> {
             };
             (report, Duration::ZERO, Arc::new(MemoryDeadLetters::new()))
         } else {
-            match &args.kafka {
-                None => {
-                    feed(
-                        "postgres+redis",
-                        &mut JsonLinesSource::open(&args.input).await?,
-                        &args,
-                        plan.clone(),
-                        cached.clone(),
-                        total,
-                        stop.clone(),
-                    )
-                    .await?
-                }
-                Some(brokers) => {
-                    let mut source = through_broker(&args, brokers, &topic).await?;
-                    feed(
-                        "kafka -> postgres+redis",
-                        &mut source,
-                        &args,
-                        plan.clone(),
-                        cached.clone(),
-                        total,
-                        stop.clone(),
-                    )
-                    .await?
-                }
-            }
+            let (label, mut source): (&str, Box<dyn Source>) = match &args.kafka {
+                None => (
+                    "postgres+redis",
+                    Box::new(JsonLinesSource::open(&args.input).await?),
+                ),
+                Some(brokers) => (
+                    "kafka -> postgres+redis",
+                    Box::new(through_broker(&args, brokers, &topic).await?),
+                ),
+            };
+            feed(
+                label,
+                source.as_mut(),
+                &args,
+                plan.clone(),
+                cached.clone(),
+                total,
+                stop.clone(),
+            )
+            .await?
         };
         if stop.is_triggered() {
             eprintln!(

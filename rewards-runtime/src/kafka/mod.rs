@@ -578,39 +578,52 @@ pub async fn reprocess_dead_letter_topic(
 /// Creates topics (`partitions` each, replication 1); an existing topic is
 /// not an error.
 pub async fn create_topics(brokers: &str, topics: &[(&str, i32)]) -> Result<(), RuntimeError> {
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .create()?;
     let new: Vec<NewTopic<'_>> = topics
         .iter()
         .map(|(name, partitions)| NewTopic::new(name, *partitions, TopicReplication::Fixed(1)))
         .collect();
-    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
-    for result in admin.create_topics(new.iter(), &options).await? {
-        match result {
-            Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
-            Err((name, code)) => {
-                return Err(RuntimeError::Config(format!(
-                    "creating topic {name}: {code}"
-                )))
-            }
-        }
-    }
-    Ok(())
+    let results = admin(brokers)?
+        .create_topics(new.iter(), &admin_options())
+        .await?;
+    topic_results("creating", results, RDKafkaErrorCode::TopicAlreadyExists)
 }
 
 /// Deletes topics; a topic that does not exist is not an error.
 pub async fn delete_topics(brokers: &str, topics: &[&str]) -> Result<(), RuntimeError> {
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+    let results = admin(brokers)?
+        .delete_topics(topics, &admin_options())
+        .await?;
+    topic_results(
+        "deleting",
+        results,
+        RDKafkaErrorCode::UnknownTopicOrPartition,
+    )
+}
+
+fn admin(brokers: &str) -> Result<AdminClient<DefaultClientContext>, RuntimeError> {
+    Ok(ClientConfig::new()
         .set("bootstrap.servers", brokers)
-        .create()?;
-    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
-    for result in admin.delete_topics(topics, &options).await? {
+        .create()?)
+}
+
+fn admin_options() -> AdminOptions {
+    AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)))
+}
+
+/// The first failure of an admin operation's per-topic results, `fine`
+/// (the topic already as wanted) not counting as one.
+fn topic_results(
+    doing: &str,
+    results: Vec<Result<String, (String, RDKafkaErrorCode)>>,
+    fine: RDKafkaErrorCode,
+) -> Result<(), RuntimeError> {
+    for result in results {
         match result {
-            Ok(_) | Err((_, RDKafkaErrorCode::UnknownTopicOrPartition)) => {}
+            Ok(_) => {}
+            Err((_, code)) if code == fine => {}
             Err((name, code)) => {
                 return Err(RuntimeError::Config(format!(
-                    "deleting topic {name}: {code}"
+                    "{doing} topic {name}: {code}"
                 )))
             }
         }
