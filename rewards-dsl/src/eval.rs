@@ -1183,11 +1183,7 @@ impl Plan {
             };
             let exact = at_least_zero(exact);
             let rounded = round_award(exact, r.rounding).map_err(|e| e.within(&r.id))?;
-            let (points, caps) = if explain {
-                self.capped_explained(r, rounded, &cx)?
-            } else {
-                (self.capped(r, rounded, &cx)?, String::new())
-            };
+            let (points, caps) = self.apply_caps(r, rounded, &cx, explain)?;
             if explain {
                 note(
                     out,
@@ -1330,11 +1326,7 @@ impl Plan {
                 .ok_or_else(|| EvalError::Overflow(r.id.to_string()))?;
             let extra = at_least_zero(extra);
             let rounded = round_award(extra, r.rounding).map_err(|e| e.within(&r.id))?;
-            let (points, caps) = if explain {
-                self.capped_explained(r, rounded, &cx)?
-            } else {
-                (self.capped(r, rounded, &cx)?, String::new())
-            };
+            let (points, caps) = self.apply_caps(r, rounded, &cx, explain)?;
             if explain {
                 let parts = if parts.is_empty() {
                     "nothing".to_string()
@@ -1547,51 +1539,39 @@ impl Plan {
         cx: &Cx<'_>,
         out: &mut Outcome,
     ) -> Result<bool, EvalError> {
-        let explain = true;
         let t = cx.tx.time;
         if r.from.is_some_and(|f| t < f) || r.until.is_some_and(|u| t >= u) {
-            if explain {
-                let what = if r.campaign {
-                    "schedule"
-                } else {
-                    "effective period"
-                };
-                let local = t.with_timezone(&self.tz).format("%Y-%m-%dT%H:%M");
-                let range = format!(
-                    "{} to {}",
-                    r.from.map_or("…".to_string(), |f| f
-                        .with_timezone(&self.tz)
-                        .format("%Y-%m-%dT%H:%M")
-                        .to_string()),
-                    r.until.map_or("…".to_string(), |u| u
-                        .with_timezone(&self.tz)
-                        .format("%Y-%m-%dT%H:%M")
-                        .to_string()),
-                );
-                note(
-                    out,
-                    &r.id,
-                    false,
-                    format!(
-                        "{what}: {local} ({}) is outside {range} (end excluded)",
-                        self.tz
-                    ),
-                );
-            }
+            let what = if r.campaign {
+                "schedule"
+            } else {
+                "effective period"
+            };
+            let minute = |t: DateTime<Utc>| t.with_timezone(&self.tz).format("%Y-%m-%dT%H:%M");
+            let bound =
+                |b: Option<DateTime<Utc>>| b.map_or("…".to_string(), |b| minute(b).to_string());
+            let local = minute(t);
+            let range = format!("{} to {}", bound(r.from), bound(r.until));
+            note(
+                out,
+                &r.id,
+                false,
+                format!(
+                    "{what}: {local} ({}) is outside {range} (end excluded)",
+                    self.tz
+                ),
+            );
             return Ok(false);
         }
         for (what, cond) in [("audience", r.audience), ("when", r.when)] {
             let Some(c) = cond else { continue };
             let v = self.eval(c, cx).map_err(|e| e.within(&r.id))?;
             if !matches!(v, Val::Bool(true)) {
-                if explain {
-                    note(
-                        out,
-                        &r.id,
-                        false,
-                        format!("{what}: {}", crate::explain::why_not(self, c, cx)),
-                    );
-                }
+                note(
+                    out,
+                    &r.id,
+                    false,
+                    format!("{what}: {}", crate::explain::why_not(self, c, cx)),
+                );
                 return Ok(false);
             }
         }
@@ -1630,6 +1610,23 @@ impl Plan {
             .to_i64()
             .ok_or_else(|| EvalError::Overflow(r.id.to_string()))?;
         Ok((room, Some(used)))
+    }
+
+    /// The points left of `rounded` by the rule's caps, and the caps'
+    /// explain text when `explain` (empty otherwise).
+    #[inline(always)]
+    fn apply_caps(
+        &self,
+        r: &RulePlan,
+        rounded: i64,
+        cx: &Cx<'_>,
+        explain: bool,
+    ) -> Result<(i64, String), EvalError> {
+        if explain {
+            self.capped_explained(r, rounded, cx)
+        } else {
+            Ok((self.capped(r, rounded, cx)?, String::new()))
+        }
     }
 
     /// The points left of `rounded` by the rule's caps (explain off).
