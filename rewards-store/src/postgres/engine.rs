@@ -1151,89 +1151,75 @@ async fn write_all(
                 .await
         },
         async {
-            if i_id.is_empty() {
-                Ok(0)
-            } else {
-                tx.execute(
-                    &s_inbox,
-                    &[
-                        &i_id, &i_key, &i_fp, &i_receipt, &i_record, &i_status, &i_lapse,
-                        &i_ruleset,
-                    ],
-                )
-                .await
-            }
+            execute_rows(
+                tx,
+                &s_inbox,
+                i_id.len(),
+                &[
+                    &i_id, &i_key, &i_fp, &i_receipt, &i_record, &i_status, &i_lapse, &i_ruleset,
+                ],
+            )
+            .await
         },
         async {
-            if p_key.is_empty() {
-                Ok(0)
-            } else {
-                tx.execute(
-                    &s_postings,
-                    &[
-                        &p_key,
-                        &p_seq,
-                        &p_id,
-                        &p_source,
-                        &p_rule,
-                        &p_rule_seq,
-                        &p_kind,
-                        &p_da,
-                        &p_dp,
-                        &p_a,
-                        &p_p,
-                        &p_lot,
-                        &p_ruleset,
-                        &p_at,
-                    ],
-                )
-                .await
-            }
+            execute_rows(
+                tx,
+                &s_postings,
+                p_key.len(),
+                &[
+                    &p_key,
+                    &p_seq,
+                    &p_id,
+                    &p_source,
+                    &p_rule,
+                    &p_rule_seq,
+                    &p_kind,
+                    &p_da,
+                    &p_dp,
+                    &p_a,
+                    &p_p,
+                    &p_lot,
+                    &p_ruleset,
+                    &p_at,
+                ],
+            )
+            .await
         },
         new_lots.execute(tx, &s_new_lots),
         async {
-            if c_key.is_empty() {
-                Ok(0)
-            } else {
-                tx.execute(&s_counters, &[&c_key, &c_name, &c_window, &c_value])
-                    .await
-            }
+            execute_rows(
+                tx,
+                &s_counters,
+                c_key.len(),
+                &[&c_key, &c_name, &c_window, &c_value],
+            )
+            .await
         },
         async {
-            if e_key.is_empty() {
-                Ok(0)
-            } else {
-                tx.execute(
-                    &s_events,
-                    &[
-                        &e_key, &e_seq, &e_source, &e_kind, &e_at, &e_da, &e_dp, &e_body,
-                        &e_ruleset, &e_tier, &e_first, &e_count,
-                    ],
-                )
-                .await
-            }
+            execute_rows(
+                tx,
+                &s_events,
+                e_key.len(),
+                &[
+                    &e_key, &e_seq, &e_source, &e_kind, &e_at, &e_da, &e_dp, &e_body, &e_ruleset,
+                    &e_tier, &e_first, &e_count,
+                ],
+            )
+            .await
         },
-        async {
-            if o_key.is_empty() {
-                Ok(0)
-            } else {
-                tx.execute(&s_outbox, &[&o_key, &o_seq]).await
-            }
-        },
+        async { execute_rows(tx, &s_outbox, o_key.len(), &[&o_key, &o_seq]).await },
         async {
             tx.batch_execute("SET LOCAL plan_cache_mode = force_custom_plan")
                 .await
         },
         async {
-            if r_id.is_empty() {
-                Ok(0)
-            } else {
-                tx.execute(
-                    &s_records,
-                    &[&r_id, &r_key, &r_record, &r_status, &r_lapse, &r_ruleset],
-                )
-                .await
-            }
+            execute_rows(
+                tx,
+                &s_records,
+                r_id.len(),
+                &[&r_id, &r_key, &r_record, &r_status, &r_lapse, &r_ruleset],
+            )
+            .await
         },
         changed_lots.execute(tx, &s_changed_lots),
         async {
@@ -1348,11 +1334,10 @@ impl<'a> LotColumns<'a> {
         tx: &Transaction,
         statement: &tokio_postgres::Statement,
     ) -> Result<u64, tokio_postgres::Error> {
-        if self.key.is_empty() {
-            return Ok(0);
-        }
-        tx.execute(
+        execute_rows(
+            tx,
             statement,
+            self.key.len(),
             &[
                 &self.key,
                 &self.id,
@@ -1368,4 +1353,18 @@ impl<'a> LotColumns<'a> {
         )
         .await
     }
+}
+
+/// Runs a multi-row statement over `params` (one array per column) holding
+/// `rows` rows; a unit with none of those rows sends nothing.
+async fn execute_rows(
+    tx: &Transaction,
+    statement: &tokio_postgres::Statement,
+    rows: usize,
+    params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+) -> Result<u64, tokio_postgres::Error> {
+    if rows == 0 {
+        return Ok(0);
+    }
+    tx.execute(statement, params).await
 }
