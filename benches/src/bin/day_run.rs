@@ -152,11 +152,12 @@ fn main() -> std::process::ExitCode {
 /// Lines in the input (for the ETA), counted quickly.
 fn count_lines(path: &PathBuf) -> Result<u64, BoxError> {
     use std::io::Read;
-    let mut file = std::fs::File::open(path)?;
+    let unreadable = |e: std::io::Error| format!("{}: {e}", path.display());
+    let mut file = std::fs::File::open(path).map_err(unreadable)?;
     let mut buf = vec![0u8; 1 << 20];
     let mut lines = 0u64;
     loop {
-        let n = file.read(&mut buf)?;
+        let n = file.read(&mut buf).map_err(unreadable)?;
         if n == 0 {
             return Ok(lines);
         }
@@ -235,7 +236,8 @@ async fn through_broker(args: &Args, brokers: &str, topic: &str) -> Result<Kafka
             per_second(n, started.elapsed())
         );
     })
-    .await?;
+    .await
+    .map_err(|e| format!("producing {} to {topic}: {e}", args.input.display()))?;
     eprintln!(
         "day-run: produced {} records ({} undecodable) to {topic} in {:.1}s = {}/s",
         produced.records,
@@ -365,20 +367,40 @@ async fn compare(
     ))
 }
 
+/// What the member-by-member check found.
+struct Checked {
+    drift: Drift,
+    /// Members compared.
+    members: u64,
+    /// Of those, members the cache does not hold.
+    not_cached: u64,
+    /// Time spent comparing (not running the reference).
+    compare_time: Duration,
+    /// How the reference ran, for the summary.
+    reference_note: String,
+}
+
 /// The reference in `shards` passes (members split by a hash of their id,
 /// each pass a fresh `MemoryStore` over that shard's lines), each compared
-/// and dropped before the next: returns the drift, members compared, members
-/// not in the cache, and a note for the summary.
+/// and dropped before the next.
 async fn reference_in_shards(
     args: &Args,
     plan: Arc<dyn Evaluator>,
     cached: Arc<Cached>,
     total: u64,
     shards: usize,
-) -> Result<(Drift, u64, u64, String), BoxError> {
+) -> Result<Checked, BoxError> {
     let dir = std::env::temp_dir().join(format!("day-run-shards-{}", std::process::id()));
+    let split_started = Instant::now();
     let files = split_by_member(&args.input, &dir, shards)?;
-    let (mut drift, mut checked, mut not_cached) = (Drift::default(), 0u64, 0u64);
+    let split_time = split_started.elapsed();
+    let mut checked = Checked {
+        drift: Drift::default(),
+        members: 0,
+        not_cached: 0,
+        compare_time: Duration::ZERO,
+        reference_note: String::new(),
+    };
     let (mut applied, mut took) = (0u64, Duration::ZERO);
     for (k, (file, lines)) in files.iter().enumerate() {
         let memory = Arc::new(MemoryStore::new(LedgerConfig::default()));
@@ -395,19 +417,23 @@ async fn reference_in_shards(
         .await?;
         applied += r.applied;
         took += t;
+        let compare_started = Instant::now();
         let (d, c, n) = compare(memory.members(), cached.clone(), Some(memory)).await?;
-        drift.merge(d);
-        checked += c;
-        not_cached += n;
+        checked.compare_time += compare_started.elapsed();
+        checked.drift.merge(d);
+        checked.members += c;
+        checked.not_cached += n;
         std::fs::remove_file(file)?;
     }
     std::fs::remove_dir(&dir).ok();
-    let note = format!(
-        "{applied} of {total} applied in {:.1}s = {}/s, in {shards} shard(s) of members",
+    checked.reference_note = format!(
+        "{applied} of {total} applied in {:.1}s = {}/s, in {shards} shard(s) of members \
+         (the file split in {:.1}s)",
         took.as_secs_f64(),
-        per_second(applied, took)
+        per_second(applied, took),
+        split_time.as_secs_f64()
     );
-    Ok((drift, checked, not_cached, note))
+    Ok(checked)
 }
 
 /// Splits a JSON-lines file into `shards` files by a hash of each line's
@@ -569,10 +595,22 @@ async fn run(args: Args) -> Result<bool, BoxError> {
         let store_report = cached.store().reconcile().await?;
         let reconcile_time = reconcile_started.elapsed();
 
-        let compare_started = Instant::now();
-        let (drift, checked, not_cached, reference_note) = if args.no_reference {
-            let (drift, checked, not_cached) = compare(Vec::new(), cached.clone(), None).await?;
-            (drift, checked, not_cached, "skipped".to_string())
+        let Checked {
+            drift,
+            members: checked,
+            not_cached,
+            compare_time,
+            reference_note,
+        } = if args.no_reference {
+            let compare_started = Instant::now();
+            let (drift, members, not_cached) = compare(Vec::new(), cached.clone(), None).await?;
+            Checked {
+                drift,
+                members,
+                not_cached,
+                compare_time: compare_started.elapsed(),
+                reference_note: "skipped".to_string(),
+            }
         } else {
             let shards = match args.reference_shards {
                 0 => usize::try_from(total.div_ceil(2_000_000))
@@ -582,7 +620,6 @@ async fn run(args: Args) -> Result<bool, BoxError> {
             };
             reference_in_shards(&args, plan.clone(), cached.clone(), total, shards).await?
         };
-        let compare_time = compare_started.elapsed();
 
         let ok = store_report.is_clean() && drift.total() == 0 && report.abandoned == 0;
         println!(

@@ -43,9 +43,10 @@ pub struct Produced {
 /// Produces every non-blank line of `path` to `topic` (`acks=all`, at most
 /// `batch_records` records per producer batch, see the module docs) and
 /// waits until the broker acknowledged all of them; `progress` is called
-/// with the count acknowledged so far every [`PROGRESS_EVERY`] records. A record the
-/// broker refuses stops the load with an error (the records before it are
-/// in the topic).
+/// with the count acknowledged so far every [`PROGRESS_EVERY`] records. A
+/// file that cannot be read is a [`RuntimeError::Source`]; a record the
+/// broker refuses stops the load with its [`RuntimeError::Kafka`] (the
+/// records before it are in the topic).
 pub async fn produce_json_lines(
     brokers: &str,
     topic: &str,
@@ -61,17 +62,12 @@ pub async fn produce_json_lines(
         .set("queue.buffering.max.messages", "100000")
         .set("message.timeout.ms", "60000")
         .create()?;
-    let file = tokio::fs::File::open(path)
-        .await
-        .map_err(|e| RuntimeError::Config(format!("{}: {e}", path.display())))?;
+    let unreadable = |e: std::io::Error| RuntimeError::Source(format!("{}: {e}", path.display()));
+    let file = tokio::fs::File::open(path).await.map_err(unreadable)?;
     let mut lines = BufReader::with_capacity(1 << 20, file).lines();
     let mut pending: VecDeque<DeliveryFuture> = VecDeque::with_capacity(IN_FLIGHT);
     let mut produced = Produced::default();
-    while let Some(line) = lines
-        .next_line()
-        .await
-        .map_err(|e| RuntimeError::Config(format!("{}: {e}", path.display())))?
-    {
+    while let Some(line) = lines.next_line().await.map_err(unreadable)? {
         if line.trim().is_empty() {
             continue;
         }
@@ -91,21 +87,19 @@ pub async fn produce_json_lines(
                 // The local queue is full: let deliveries drain, then retry.
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
                     record = back;
-                    if !settle_oldest(&mut pending, &mut produced, &mut progress, topic).await? {
+                    if !settle_oldest(&mut pending, &mut produced, &mut progress).await? {
                         tokio::time::sleep(Duration::from_millis(5)).await;
                     }
                 }
-                Err((e, _)) => {
-                    return Err(RuntimeError::Config(format!("producing to {topic}: {e}")))
-                }
+                Err((e, _)) => return Err(RuntimeError::Kafka(e)),
             }
         };
         pending.push_back(delivery);
         if pending.len() >= IN_FLIGHT {
-            settle_oldest(&mut pending, &mut produced, &mut progress, topic).await?;
+            settle_oldest(&mut pending, &mut produced, &mut progress).await?;
         }
     }
-    while settle_oldest(&mut pending, &mut produced, &mut progress, topic).await? {}
+    while settle_oldest(&mut pending, &mut produced, &mut progress).await? {}
     Ok(produced)
 }
 
@@ -115,19 +109,14 @@ async fn settle_oldest(
     pending: &mut VecDeque<DeliveryFuture>,
     produced: &mut Produced,
     progress: &mut impl FnMut(u64),
-    topic: &str,
 ) -> Result<bool, RuntimeError> {
     let Some(oldest) = pending.pop_front() else {
         return Ok(false);
     };
     match oldest.await {
         Ok(Ok(_)) => {}
-        Ok(Err((e, _))) => return Err(RuntimeError::Config(format!("producing to {topic}: {e}"))),
-        Err(_) => {
-            return Err(RuntimeError::Config(format!(
-                "producing to {topic}: the producer went away"
-            )))
-        }
+        Ok(Err((e, _))) => return Err(RuntimeError::Kafka(e)),
+        Err(_) => return Err(RuntimeError::Kafka(KafkaError::Canceled)),
     }
     produced.records += 1;
     if produced.records.is_multiple_of(PROGRESS_EVERY) {
